@@ -1,0 +1,76 @@
+using static TorchSharp.torch;
+
+namespace LatentLab.Models;
+
+/// <summary>
+/// Per-layer keys and values ([batch, kv_heads, length, head_dim], keys after RoPE) plus the padding mask
+/// of everything cached so far. The cache owns its tensors: dispose it when done.
+/// </summary>
+public sealed class KvCache : IDisposable
+{
+    readonly Tensor?[] _keys;
+    readonly Tensor?[] _values;
+    Tensor? _mask; // [B, S] int64, 1 = real token
+
+    public KvCache(int numLayers)
+    {
+        _keys = new Tensor?[numLayers];
+        _values = new Tensor?[numLayers];
+    }
+
+    public int NumLayers => _keys.Length;
+    public long Length => _mask?.shape[1] ?? 0;
+    public Tensor? Mask => _mask;
+    public Tensor? Keys(int layer) => _keys[layer];
+    public Tensor? Values(int layer) => _values[layer];
+
+    /// <summary>
+    /// A cache pre-filled with a synthetic prefix (KV-prefix injection): one (K, V) pair per layer, each
+    /// [batch or 1, kv_heads, P, head_dim], keys as the model stores them (after RoPE). Later tokens take
+    /// positions P, P+1, ... and attend to every prefix slot.
+    /// </summary>
+    public static KvCache FromPrefix(IReadOnlyList<(Tensor Key, Tensor Value)> prefix, long batch)
+    {
+        var cache = new KvCache(prefix.Count);
+        long p = prefix[0].Key.shape[2];
+        for (int l = 0; l < prefix.Count; l++)
+        {
+            var (k, v) = prefix[l];
+            if (k.dim() != 4 || v.dim() != 4 || k.shape[2] != p || v.shape[2] != p)
+                throw new ArgumentException($"prefix layer {l}: expected [B, kv_heads, {p}, head_dim] keys and values");
+            cache._keys[l] = (k.shape[0] == batch ? k : k.expand(batch, -1, -1, -1)).contiguous().DetachFromDisposeScope();
+            cache._values[l] = (v.shape[0] == batch ? v : v.expand(batch, -1, -1, -1)).contiguous().DetachFromDisposeScope();
+        }
+        cache._mask = ones(batch, p, dtype: ScalarType.Int64, device: prefix[0].Key.device).DetachFromDisposeScope();
+        return cache;
+    }
+
+    internal void AppendMask(Tensor chunkMask)
+    {
+        var m = _mask is null ? chunkMask.to(ScalarType.Int64) : cat(new[] { _mask, chunkMask.to(ScalarType.Int64) }, 1);
+        _mask?.Dispose();
+        _mask = m.DetachFromDisposeScope();
+    }
+
+    /// <summary>Appends this step's K/V for a layer and returns the full K/V to attend over.</summary>
+    internal (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
+    {
+        var oldK = _keys[layer];
+        var oldV = _values[layer];
+        var newK = oldK is null ? k : cat(new[] { oldK, k }, 2);
+        var newV = oldV is null ? v : cat(new[] { oldV, v }, 2);
+        // The cache keeps its own references; callers' scopes may dispose theirs.
+        _keys[layer] = newK.detach().DetachFromDisposeScope();
+        _values[layer] = newV.detach().DetachFromDisposeScope();
+        oldK?.Dispose();
+        oldV?.Dispose();
+        return (newK, newV);
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in _keys) t?.Dispose();
+        foreach (var t in _values) t?.Dispose();
+        _mask?.Dispose();
+    }
+}
