@@ -251,7 +251,7 @@ public sealed record TransformerConfig
     }
 
     /// <summary>The config.json transformers would write for this model.</summary>
-    public JsonObject ToHuggingFace()
+    public JsonObject ToHuggingFace(string torchDtype = "float32")
     {
         bool gemma = Architecture.StartsWith("Gemma");
         var o = new JsonObject
@@ -283,7 +283,7 @@ public sealed record TransformerConfig
             ["rope_theta"] = RopeTheta,
             ["tie_word_embeddings"] = TieEmbeddings,
             ["max_position_embeddings"] = MaxPositions,
-            ["torch_dtype"] = "float32",
+            ["torch_dtype"] = torchDtype,
         };
         if (Architecture != "Qwen2ForCausalLM") o["attention_bias"] = AttentionBias;
         if (RopeScaling.Kind != RopeScalingKind.None)
@@ -314,10 +314,10 @@ public sealed record TransformerConfig
         return o;
     }
 
-    public void Save(string directory)
+    public void Save(string directory, string torchDtype = "float32")
     {
         Directory.CreateDirectory(directory);
-        var text = ToHuggingFace().ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+        var text = ToHuggingFace(torchDtype).ToJsonString(new JsonSerializerOptions { WriteIndented = true });
         var path = Path.Combine(directory, "config.json");
         var tmp = path + ".tmp";
         File.WriteAllText(tmp, text);
