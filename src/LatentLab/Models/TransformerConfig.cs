@@ -83,6 +83,12 @@ public sealed record TransformerConfig
         Need(SlidingWindow is null || SlidingWindow > 0, "sliding_window must be > 0");
     }
 
+    /// <summary>Two configs are equal when they describe the same model (lists compared by content).</summary>
+    public bool Equals(TransformerConfig? other) =>
+        other is not null && ToHuggingFace().ToJsonString() == other.ToHuggingFace().ToJsonString();
+
+    public override int GetHashCode() => ToHuggingFace().ToJsonString().GetHashCode();
+
     /// <summary>Stable short hash of the config (for latent-store manifests).</summary>
     public string Hash()
     {
