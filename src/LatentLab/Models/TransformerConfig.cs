@@ -131,8 +131,11 @@ public sealed record TransformerConfig
         catch (ArgumentException e) { throw new InvalidDataException($"{file}: {e.Message}", e); }
     }
 
-    public static TransformerConfig FromHuggingFace(JsonObject c)
+    public static TransformerConfig FromHuggingFace(JsonObject config)
     {
+        // Re-parse so every value is JSON-backed: numbers then read as int or double alike,
+        // whether the object came from a file or was built in memory.
+        var c = JsonNode.Parse(config.ToJsonString())!.AsObject();
         var arch = (c["architectures"] as JsonArray)?.FirstOrDefault()?.GetValue<string>()
                    ?? throw new ArgumentException("config has no 'architectures' entry");
         if (!Supported.Contains(arch))
