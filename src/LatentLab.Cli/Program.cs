@@ -1,5 +1,7 @@
-using LatentLab.Tensors;
-using TorchSharp;
-TorchRuntime.Initialize();
-var a = torch.randn(4, 4);
-Console.WriteLine(a.matmul(a).sum().item<float>());
+using System.CommandLine;
+using LatentLab.Cli;
+
+var root = new RootCommand("LatentLab: latent reasoning research on transformer language models");
+foreach (var c in ModelCommands.Create()) root.Add(c);
+foreach (var c in ToolCommands.Create()) root.Add(c);
+return root.Parse(args).Invoke();
