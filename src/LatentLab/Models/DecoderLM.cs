@@ -50,12 +50,26 @@ public sealed class Attention : nn.Module
             k = k.repeat_interleave(groups, dim: 1);
             v = v.repeat_interleave(groups, dim: 1);
         }
-        var scores = q.matmul(k.transpose(-2, -1)).to(ScalarType.Float32) * _c.AttentionScale;
-        if (_c.AttnSoftcap is { } cap) scores = (scores / cap).tanh() * cap;
-        // A large finite negative rather than -inf: a fully masked row (a padding query) stays finite.
-        scores = scores.masked_fill(allowed.logical_not(), -1e30);
-        var probs = scores.softmax(-1).to(v.dtype);
-        var o = probs.matmul(v).transpose(1, 2).reshape(b, t, _c.NumHeads * _c.HeadDim);
+        Tensor o;
+        if (_c.AttnSoftcap is { } cap)
+        {
+            // Soft-capping sits between the scores and the softmax, which fused attention cannot express.
+            var scores = q.matmul(k.transpose(-2, -1)).to(ScalarType.Float32) * _c.AttentionScale;
+            scores = (scores / cap).tanh() * cap;
+            scores = scores.masked_fill(allowed.logical_not(), -1e30);
+            o = scores.softmax(-1).to(v.dtype).matmul(v);
+        }
+        else
+        {
+            // Fused attention (flash kernel on CPU). It always scales by head_dim^-0.5, so fold the
+            // family's own scale into q. The additive mask is finite (-1e30), so a fully masked row
+            // (a padding query) gives a finite, ignored output instead of NaN.
+            double fold = _c.AttentionScale * Math.Sqrt(_c.HeadDim);
+            if (Math.Abs(fold - 1) > 1e-12) q = q * fold;
+            var bias = zeros(allowed.shape, dtype: q.dtype, device: q.device).masked_fill(allowed.logical_not(), -1e30);
+            o = F.scaled_dot_product_attention(q, k, v, bias);
+        }
+        o = o.transpose(1, 2).reshape(b, t, _c.NumHeads * _c.HeadDim);
         return o_proj.forward(o).MoveToOuterDisposeScope();
     }
 
