@@ -44,7 +44,7 @@ public sealed class CfgFamily : TaskFamilyBase<CfgFamily.Params>
         "Counterfactual: flip the type of an unmatched opener. Nuisance: flip the type of a matched pair. " +
         "Paraphrase: spaced tokens. Rename: swap the bracket types everywhere (the answer is swapped too).";
 
-    public override DifficultyKnob Difficulty { get; } = new("length", 8, 2, 48, "number of tokens in the prefix");
+    public override DifficultyKnob Difficulty { get; } = new("length", 12, 2, 48, "number of tokens in the prefix");
 
     public override IReadOnlySet<char> Alphabet { get; } = Chars("()[]>-= ;");
 

@@ -22,7 +22,7 @@ public sealed partial class DfaFamily : TaskFamilyBase<DfaFamily.Params>
         "effect from the state they start in. Paraphrase: spaced symbols '1: a b c ='. Rename: relabel the cups by a permutation " +
         "(start, symbols and answer are mapped).";
 
-    public override DifficultyKnob Difficulty { get; } = new("length", 6, 2, 64, "number of symbols");
+    public override DifficultyKnob Difficulty { get; } = new("length", 8, 2, 64, "number of symbols");
 
     public override IReadOnlySet<char> Alphabet { get; } = Chars("012abc:>= ;");
 
