@@ -1,0 +1,32 @@
+using System.Globalization;
+
+namespace LatentLab.Tasks;
+
+public static class TaskRegistry
+{
+    /// <summary>The families with default options (cfg without noise).</summary>
+    public static IReadOnlyList<ITaskFamily> All { get; } =
+    [
+        new AdditionFamily(), new ModChainFamily(), new DfaFamily(), new ReachFamily(),
+        new SortFamily(), new TreeFamily(), new CfgFamily(),
+    ];
+
+    public static IReadOnlyList<string> Names => All.Select(f => f.Name).ToList();
+
+    /// <summary>A family by name; <c>cfg:noise=0.15</c> gives the CFG family with that token-noise rate.</summary>
+    public static ITaskFamily Get(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        string n = name.Trim().ToLowerInvariant();
+        const string noisePrefix = "cfg:noise=";
+        if (n.StartsWith(noisePrefix, StringComparison.Ordinal))
+        {
+            if (!double.TryParse(n[noisePrefix.Length..], NumberStyles.Float, CultureInfo.InvariantCulture, out double rate) || rate < 0 || rate > 1)
+                throw new ArgumentException($"task family '{name}': the noise rate must be a number in [0, 1], e.g. cfg:noise=0.15", nameof(name));
+            return new CfgFamily(rate);
+        }
+        return All.FirstOrDefault(f => f.Name == n)
+            ?? throw new ArgumentException(
+                $"unknown task family '{name}'; known families: {string.Join(", ", Names)} (and cfg:noise=RATE)", nameof(name));
+    }
+}
