@@ -133,6 +133,23 @@ public sealed class TokenizerRealFileTests(RealTokenizers tokenizers)
     [Theory]
     [InlineData("qwen3")]
     [InlineData("gemma3")]
+    public void EncodingIsSafeAcrossThreads(string model)
+    {
+        // One tokenizer is shared by data loaders; Microsoft.ML.Tokenizers keeps a word cache inside.
+        var tok = tokenizers.For(model);
+        var cases = ReferenceIds.FuzzFor(model);
+        var failures = 0;
+        Parallel.For(0, 4, worker =>
+        {
+            for (int i = worker; i < cases.Count; i += 2)
+                if (!cases[i].Ids.SequenceEqual(tok.Encode(cases[i].Text))) Interlocked.Increment(ref failures);
+        });
+        Assert.Equal(0, failures);
+    }
+
+    [Theory]
+    [InlineData("qwen3")]
+    [InlineData("gemma3")]
     public void HashIsSha256OfTheDecompressedJson(string model)
     {
         using var gz = new System.IO.Compression.GZipStream(File.OpenRead(Path.Combine(RealTokenizers.Dir, model, "tokenizer.json.gz")),
