@@ -42,5 +42,20 @@ public static class ReferenceIds
 
     public static IReadOnlyList<Case> For(string model) => All.Value[model];
 
+    static readonly Lazy<Dictionary<string, List<Case>>> Fuzz = new(() =>
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(RealTokenizers.Dir, "fuzz_ids.json")));
+        var result = new Dictionary<string, List<Case>>();
+        foreach (var model in new[] { "qwen3", "gemma3" })
+            result[model] = doc.RootElement.GetProperty(model).EnumerateArray().Select(c => new Case(
+                c.GetProperty("text").GetString()!,
+                c.GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()).ToArray(),
+                c.GetProperty("ids_add").EnumerateArray().Select(x => x.GetInt32()).ToArray())).ToList();
+        return result;
+    });
+
+    /// <summary>The cases of Fixtures/tokenizers/fuzz_ids.json (see make_fuzz_ids.js there).</summary>
+    public static IReadOnlyList<Case> FuzzFor(string model) => Fuzz.Value[model];
+
     public static IEnumerable<object[]> Indexes(string model) => Enumerable.Range(0, For(model).Count).Select(i => new object[] { i });
 }

@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
 using LatentLab.Text;
 
 namespace LatentLab.Tests;
@@ -22,6 +24,24 @@ public sealed class TokenizerReferenceTests(RealTokenizers tokenizers)
         Assert.Equal(c.Ids, tok.Encode(c.Text));
         Assert.Equal(c.IdsAddSpecial, tok.Encode(c.Text, addSpecialTokens: true));
         Assert.Equal(c.Text, tok.Decode(c.Ids));
+    }
+
+    [Theory]
+    [InlineData("qwen3")]
+    [InlineData("gemma3")]
+    public void FuzzCasesMatchTransformersJs(string model)
+    {
+        var tok = tokenizers.For(model);
+        var cases = ReferenceIds.FuzzFor(model);
+        Assert.Equal(400, cases.Count);
+        foreach (var c in cases)
+        {
+            Assert.True(c.Ids.SequenceEqual(tok.Encode(c.Text)), $"{model}: ids differ for {JsonSerializer.Serialize(c.Text)}");
+            Assert.True(c.IdsAddSpecial.SequenceEqual(tok.Encode(c.Text, addSpecialTokens: true)), $"{model}: ids with specials differ for {JsonSerializer.Serialize(c.Text)}");
+            // Qwen3 normalises to NFC; Gemma decodes a literal '▁' as a space. Everything else comes back as it was.
+            var expected = model == "qwen3" ? c.Text.Normalize(NormalizationForm.FormC) : c.Text.Replace('\u2581', ' ');
+            Assert.Equal(expected, tok.Decode(c.Ids));
+        }
     }
 
     [Fact]
@@ -108,6 +128,23 @@ public sealed class TokenizerRealFileTests(RealTokenizers tokenizers)
         var text = "Solve: 37 * 12 = ? <think>\nFirst 37*10 = 370, then 37*2 = 74; 370+74 = 444.\n</think>\n\n**444**\n"
                    + "Ünïcödé — 中文 テスト 😀\t\ttabs  and   spaces\r\n</s><unk>";
         Assert.Equal(text, tok.Decode(tok.Encode(text)));
+    }
+
+    [Theory]
+    [InlineData("qwen3")]
+    [InlineData("gemma3")]
+    public void EncodingIsSafeAcrossThreads(string model)
+    {
+        // One tokenizer is shared by data loaders; Microsoft.ML.Tokenizers keeps a word cache inside.
+        var tok = tokenizers.For(model);
+        var cases = ReferenceIds.FuzzFor(model);
+        var failures = 0;
+        Parallel.For(0, 4, worker =>
+        {
+            for (int i = worker; i < cases.Count; i += 2)
+                if (!cases[i].Ids.SequenceEqual(tok.Encode(cases[i].Text))) Interlocked.Increment(ref failures);
+        });
+        Assert.Equal(0, failures);
     }
 
     [Theory]

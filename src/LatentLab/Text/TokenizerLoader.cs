@@ -198,7 +198,7 @@ public static class TokenizerLoader
     static List<AddedToken> ParseAddedTokens(JsonElement root, string source)
     {
         var list = new List<AddedToken>();
-        if (Optional(root, "added_tokens") is not { } arr) return list;
+        if (Optional(root, "added_tokens") is null) return list;
         foreach (var (t, where) in Items(root, "added_tokens", source, ""))
         {
             if (!t.TryGetProperty("id", out var idJson) || !idJson.TryGetInt32(out var id) || id < 0)
