@@ -4,4 +4,5 @@ using LatentLab.Cli;
 var root = new RootCommand("LatentLab: latent reasoning research on transformer language models");
 foreach (var c in ModelCommands.Create()) root.Add(c);
 foreach (var c in ToolCommands.Create()) root.Add(c);
+foreach (var c in TaskCommands.Create()) root.Add(c);
 return root.Parse(args).Invoke();

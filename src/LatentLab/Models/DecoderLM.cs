@@ -223,7 +223,24 @@ public sealed class DecoderLM : nn.Module
     public IReadOnlyList<Block> Blocks => _blocks;
     public Tensor EmbeddingWeight => model.embed_tokens.weight!;
     public Tensor OutputWeight => lm_head?.Weight ?? model.embed_tokens.weight!;
+    /// <summary>Dtype of the stored weights.</summary>
     public ScalarType DType => model.embed_tokens.weight!.dtype;
+
+    /// <summary>
+    /// Dtype activations are computed in. Setting bf16 on float32 weights is TorchSharp's missing autocast:
+    /// matmuls and attention run in bf16 while the weights (and their gradients and optimiser state) stay
+    /// float32; norms, softmax, RoPE and logits are float32 either way.
+    /// </summary>
+    public ScalarType ComputeDType
+    {
+        get => _computeDType ?? DType;
+        set
+        {
+            _computeDType = value == DType ? null : value;
+            foreach (var (_, p) in Projections()) p.ComputeDType = _computeDType;
+        }
+    }
+    ScalarType? _computeDType;
     public Device Device => model.embed_tokens.weight!.device;
 
     /// <summary>GPT-2/Llama-style init (N(0, 0.02)) for training from scratch; loading overwrites it.</summary>
@@ -275,6 +292,8 @@ public sealed class DecoderLM : nn.Module
 
         var runner = new HookRunner(hooks, c.NumLayers, inputIds, attentionMask is null ? null : chunkMask, offset, b, t, captures);
 
+        // The residual stream stays in the weights' dtype; with a lower ComputeDType only the projections and
+        // attention drop precision, and their outputs promote back when added (as under torch.autocast).
         var x = inputIds is not null ? model.embed_tokens.forward(inputIds) : inputEmbeds!.to(DType);
         if (c.ScaleEmbeddings) x = x * Math.Sqrt(c.HiddenSize);
         x = runner.At(HookSite.Embed, -1, x);
@@ -305,7 +324,7 @@ public sealed class DecoderLM : nn.Module
         Tensor? outLogits = null;
         if (logits != LogitsMode.None)
         {
-            var z = F.linear(h, OutputWeight).to(ScalarType.Float32);
+            var z = (lm_head is not null ? lm_head.forward(h) : F.linear(h.to(ComputeDType), OutputWeight.to(ComputeDType))).to(ScalarType.Float32);
             if (c.FinalSoftcap is { } fc) z = (z / fc).tanh() * fc;
             outLogits = runner.At(HookSite.Logits, -1, z).MoveToOuterDisposeScope();
         }

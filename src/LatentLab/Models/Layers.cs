@@ -94,9 +94,18 @@ public sealed class Proj : nn.Module<Tensor, Tensor>
         Lora = null;
     }
 
+    /// <summary>When set, compute in this dtype while the stored (master) weights keep theirs: manual autocast.</summary>
+    public ScalarType? ComputeDType { get; set; }
+
     public override Tensor forward(Tensor x)
     {
-        var y = F.linear(x, weight, bias);
+        Tensor y;
+        if (ComputeDType is { } dt && dt != weight.dtype)
+        {
+            using var castScope = NewDisposeScope();
+            y = F.linear(x.to(dt), weight.to(dt), bias?.to(dt)).MoveToOuterDisposeScope();
+        }
+        else y = F.linear(x, weight, bias);
         if (Lora is null) return y;
         using var scope = NewDisposeScope();
         return (y + Lora.forward(x)).MoveToOuterDisposeScope();
@@ -135,7 +144,7 @@ public sealed class LoraAdapter : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = _dropout is null ? x : _dropout.forward(x);
-        return (F.linear(F.linear(h, lora_A), lora_B) * Scaling).MoveToOuterDisposeScope();
+        return (F.linear(F.linear(h, lora_A.to(h.dtype)), lora_B.to(h.dtype)) * Scaling).MoveToOuterDisposeScope();
     }
 }
 

@@ -1,0 +1,46 @@
+using LatentLab.Evaluation;
+using LatentLab.Generation;
+using LatentLab.Models;
+using LatentLab.Tasks;
+using static TorchSharp.torch;
+
+namespace LatentLab.Teacher;
+
+/// <summary>One problem's outcome: what the model generated, the answer read from it, and whether it verified.</summary>
+public sealed record GradedAnswer(TaskProblem Problem, bool Thinking, string Generated, string? Answer, bool Correct, int GeneratedTokens);
+
+/// <summary>Accuracy of one (test set, mode) cell, with its Wilson interval and compute spent.</summary>
+public sealed record ModeAccuracy(string Set, int Difficulty, bool Thinking, Proportion Accuracy, double MeanGeneratedTokens);
+
+/// <summary>Verified accuracy of a teacher: greedy decoding, answer parsed from its own output, exact verifier.</summary>
+public static class TeacherEval
+{
+    public static IReadOnlyList<GradedAnswer> Grade(DecoderLM model, TeacherFormat fmt, IReadOnlyList<TaskProblem> problems,
+        bool thinking, int batchSize = 128)
+    {
+        var gen = new Generator(model);
+        var results = new List<GradedAnswer>(problems.Count);
+        int eos = fmt.Tokenizer.EosId ?? throw new InvalidOperationException("teacher tokenizer has no <eos>");
+        using var _ = no_grad();
+        for (int start = 0; start < problems.Count; start += batchSize)
+        {
+            var chunk = problems.Skip(start).Take(batchSize).ToList();
+            // Room for the longest reference continuation plus slack, so a model that rambles is cut, not waited on.
+            int maxNew = chunk.Max(p => { var (ids, promptLen) = fmt.Sequence(p, thinking); return ids.Length - promptLen; }) + 8;
+            var prompts = chunk.Select(p => fmt.PromptIds(p, thinking)).ToList();
+            var outcome = gen.Generate(prompts, new GenerationConfig(MaxNewTokens: maxNew, StopTokens: new[] { eos }));
+            for (int i = 0; i < chunk.Count; i++)
+            {
+                var tokens = outcome.Tokens[i];
+                var answer = fmt.ParseAnswer(tokens, thinking);
+                bool ok = answer is not null && fmt.Family.Verify(chunk[i], answer);
+                results.Add(new GradedAnswer(chunk[i], thinking, fmt.Tokenizer.Decode(tokens), answer, ok, tokens.Length));
+            }
+        }
+        return results;
+    }
+
+    public static ModeAccuracy Summarise(string set, int difficulty, bool thinking, IReadOnlyList<GradedAnswer> graded) =>
+        new(set, difficulty, thinking, Proportion.Wilson(graded.Count(g => g.Correct), graded.Count),
+            graded.Count == 0 ? 0 : graded.Average(g => g.GeneratedTokens));
+}

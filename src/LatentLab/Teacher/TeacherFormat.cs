@@ -1,0 +1,88 @@
+using LatentLab.Tasks;
+using LatentLab.Text;
+using static TorchSharp.torch;
+
+namespace LatentLab.Teacher;
+
+/// <summary>
+/// How a task problem becomes a character-level training sequence for the teacher:
+/// `&lt;bos&gt;{prompt}&lt;think&gt;{step;step;…}&lt;/think&gt;{answer}&lt;eos&gt;` with thinking, or
+/// `&lt;bos&gt;{prompt}&lt;direct&gt;{answer}&lt;eos&gt;` without. The mode marker is part of the prompt, so one model
+/// learns both behaviours and either can be asked for at test time.
+/// </summary>
+public sealed class TeacherFormat
+{
+    public ITaskFamily Family { get; }
+    public CharTokenizer Tokenizer { get; }
+    public ChatFormat Chat { get; } = ChatFormat.For(ChatFamily.Plain);
+    public const string StepSeparator = ";";
+
+    public TeacherFormat(ITaskFamily family, CharTokenizer tokenizer)
+    {
+        Family = family;
+        Tokenizer = tokenizer;
+        var missing = family.Alphabet.Where(c => tokenizer.TokenToId(c.ToString()) is null).ToList();
+        if (missing.Count > 0)
+            throw new ArgumentException($"tokenizer lacks characters of task '{family.Name}': {string.Join("", missing)}");
+    }
+
+    /// <summary>A tokenizer whose alphabet is the family's (sorted, so the same family always gets the same ids).</summary>
+    public static TeacherFormat Create(ITaskFamily family) =>
+        new(family, CharTokenizer.Create(family.Alphabet.Concat(StepSeparator).OrderBy(c => c)));
+
+    public string Thinking(TaskProblem p) => string.Join(StepSeparator, p.Steps);
+
+    /// <summary>Prompt ids (with &lt;bos&gt; and the mode marker): what the model is given at test time.</summary>
+    public int[] PromptIds(TaskProblem p, bool thinking) => Tokenizer.Encode(Chat.Prompt(p.Prompt, thinking), addSpecialTokens: true);
+
+    /// <summary>The whole training sequence and where its prompt ends (loss is taken after it).</summary>
+    public (int[] Ids, int PromptLength) Sequence(TaskProblem p, bool thinking)
+    {
+        var ids = Tokenizer.Encode(Chat.Trace(p.Prompt, thinking ? Thinking(p) : null, p.Answer), addSpecialTokens: true);
+        return (ids, PromptIds(p, thinking).Length);
+    }
+
+    /// <summary>The answer in a generated continuation (prompt excluded), or null when the model never closed its thinking.</summary>
+    public string? ParseAnswer(IReadOnlyList<int> generated, bool thinking)
+    {
+        var text = Tokenizer.Decode(generated);
+        if (thinking)
+        {
+            int end = text.IndexOf(Chat.ThinkEnd, StringComparison.Ordinal);
+            if (end < 0) return null;
+            text = text[(end + Chat.ThinkEnd.Length)..];
+        }
+        int eos = text.IndexOf(Chat.EndOfTurn, StringComparison.Ordinal);
+        return (eos >= 0 ? text[..eos] : text).Trim();
+    }
+
+    /// <summary>
+    /// Right-padded batch: input ids [B, T], next-token targets [B, T] (-100 where no loss: the prompt and the padding)
+    /// and the attention mask [B, T].
+    /// </summary>
+    public (Tensor Ids, Tensor Targets, Tensor Mask, long LossTokens) Batch(IReadOnlyList<(int[] Ids, int PromptLength)> seqs)
+    {
+        int t = seqs.Max(s => s.Ids.Length) - 1;
+        int b = seqs.Count;
+        var ids = new long[b * t];
+        var tgt = new long[b * t];
+        var mask = new long[b * t];
+        long lossTokens = 0;
+        int pad = Tokenizer.PadId ?? 0;
+        for (int i = 0; i < b; i++)
+        {
+            var (s, promptLen) = seqs[i];
+            for (int j = 0; j < t; j++)
+            {
+                bool real = j < s.Length - 1;
+                ids[i * t + j] = real ? s[j] : pad;
+                mask[i * t + j] = real ? 1 : 0;
+                // Position j predicts token j+1; the first answer-side token is at index promptLength.
+                bool scored = real && j + 1 >= promptLen;
+                tgt[i * t + j] = scored ? s[j + 1] : -100;
+                if (scored) lossTokens++;
+            }
+        }
+        return (tensor(ids).view(b, t), tensor(tgt).view(b, t), tensor(mask).view(b, t), lossTokens);
+    }
+}
