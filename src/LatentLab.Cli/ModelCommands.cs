@@ -105,7 +105,7 @@ public static class ModelCommands
             var stops = model.Config.EosTokenIds.Concat(tok.EosId is { } e ? new[] { e } : Array.Empty<int>()).Distinct().ToList();
             var cfg = new GenerationConfig(pr.GetValue(maxNew), pr.GetValue(temperature), pr.GetValue(topK), pr.GetValue(topP),
                 pr.GetValue(rep), stops, pr.GetValue(stop), pr.GetValue(seed));
-            var result = new Generator(model).Generate(new[] { ids }, cfg, x => tok.Decode(x));
+            var result = new TextGenerator(model).Generate(new[] { ids }, cfg, x => tok.Decode(x));
             Console.WriteLine(tok.Decode(result.Tokens[0]));
             Console.Error.WriteLine($"[{result.Tokens[0].Length} tokens, finish: {result.Finish[0]}]");
             return 0;

@@ -2,7 +2,7 @@ using LatentLab.Generation;
 using LatentLab.Models;
 using LatentLab.Tensors;
 using static TorchSharp.torch;
-using Generator = LatentLab.Generation.Generator;
+
 
 namespace LatentLab.Tests;
 
@@ -89,12 +89,12 @@ public sealed class GenerationProcessorTests
     public void ConfigBuildsProcessorsInHuggingFaceOrder()
     {
         var custom = new TemperatureProcessor(3);
-        var sampling = Generator.Processors(new GenerationConfig(Temperature: 0.7, TopK: 5, TopP: 0.9, RepetitionPenalty: 1.3), new[] { custom });
+        var sampling = TextGenerator.Processors(new GenerationConfig(Temperature: 0.7, TopK: 5, TopP: 0.9, RepetitionPenalty: 1.3), new[] { custom });
         Assert.Equal(new[] { typeof(RepetitionPenaltyProcessor), typeof(TemperatureProcessor), typeof(TemperatureProcessor), typeof(TopKProcessor), typeof(TopPProcessor) },
             sampling.Select(p => p.GetType()));
         Assert.Same(custom, sampling[1]);
         // Greedy ignores the sampling warpers (they cannot change the argmax); T = 1 and p = 1 are no-ops and left out.
-        Assert.Empty(Generator.Processors(new GenerationConfig(TopK: 5, TopP: 0.5)));
-        Assert.Empty(Generator.Processors(new GenerationConfig(Temperature: 1)));
+        Assert.Empty(TextGenerator.Processors(new GenerationConfig(TopK: 5, TopP: 0.5)));
+        Assert.Empty(TextGenerator.Processors(new GenerationConfig(Temperature: 1)));
     }
 }

@@ -4,7 +4,7 @@ using LatentLab.Models;
 using LatentLab.Tensors;
 using TorchSharp;
 using static TorchSharp.torch;
-using Generator = LatentLab.Generation.Generator;
+
 
 namespace LatentLab.Tests;
 
@@ -41,7 +41,7 @@ public sealed class GenerationTests
         using var model = Model(arch);
         using var scope = NewDisposeScope();
         int[][] prompts = { new[] { 1, 7, 3, 22, 9 }, new[] { 1, 40 } };
-        using var result = new Generator(model).Generate(prompts, new GenerationConfig(MaxNewTokens: 10, StopTokens: NoStops, OutputLogits: true));
+        using var result = new TextGenerator(model).Generate(prompts, new GenerationConfig(MaxNewTokens: 10, StopTokens: NoStops, OutputLogits: true));
         Assert.Equal(new long[] { 2, 10, 64 }, result.Logits!.shape);
         for (int b = 0; b < prompts.Length; b++)
         {
@@ -65,7 +65,7 @@ public sealed class GenerationTests
         using var model = Model(arch);
         using var scope = NewDisposeScope();
         int[] prompt = { 1, 12, 5, 33 };
-        var result = new Generator(model).Generate(new[] { prompt }, new GenerationConfig(MaxNewTokens: 8, StopTokens: NoStops));
+        var result = new TextGenerator(model).Generate(new[] { prompt }, new GenerationConfig(MaxNewTokens: 8, StopTokens: NoStops));
         var seq = prompt.ToList();
         for (int i = 0; i < 8; i++)
         {
@@ -84,7 +84,7 @@ public sealed class GenerationTests
     {
         using var model = Model(arch);
         using var scope = NewDisposeScope();
-        var gen = new Generator(model);
+        var gen = new TextGenerator(model);
         int[][] prompts = { new[] { 1, 9 }, new[] { 1, 4, 9, 16, 25, 36, 49 }, new[] { 1, 60, 2, 30 } };
         var free = gen.Generate(new[] { prompts[0] }, new GenerationConfig(MaxNewTokens: 9, StopTokens: NoStops)).Tokens[0];
         // A stop token that row 0 meets early, so the batch has a finished row next to running ones.
@@ -108,7 +108,7 @@ public sealed class GenerationTests
     {
         using var model = Model("Qwen3ForCausalLM");
         using var scope = NewDisposeScope();
-        var gen = new Generator(model);
+        var gen = new TextGenerator(model);
         int[][] prompts = { new[] { 1, 5, 9 }, new[] { 1, 20 } };
         GenerationConfig Cfg(long seed) => new(MaxNewTokens: 12, Temperature: 2.0, StopTokens: NoStops, Seed: seed);
         TorchRuntime.Seed(100);
@@ -129,7 +129,7 @@ public sealed class GenerationTests
     {
         using var model = Model("LlamaForCausalLM");
         using var scope = NewDisposeScope();
-        var gen = new Generator(model);
+        var gen = new TextGenerator(model);
         int[][] prompts = { new[] { 1, 3, 5, 7 }, new[] { 1, 50, 8 } };
         var greedy = gen.Generate(prompts, new GenerationConfig(MaxNewTokens: 10, StopTokens: NoStops));
         var topk = gen.Generate(prompts, new GenerationConfig(MaxNewTokens: 10, Temperature: 1.7, TopK: 1, StopTokens: NoStops, Seed: 11));
@@ -141,7 +141,7 @@ public sealed class GenerationTests
     {
         using var model = Model("Gemma2ForCausalLM");
         using var scope = NewDisposeScope();
-        var gen = new Generator(model);
+        var gen = new TextGenerator(model);
         int[] prompt = { 1, 17, 4 };
         var free = gen.Generate(new[] { prompt }, new GenerationConfig(MaxNewTokens: 10, StopTokens: NoStops));
         Assert.Equal(FinishReason.Length, free.Finish[0]);
@@ -160,7 +160,7 @@ public sealed class GenerationTests
     {
         using var model = Model("Qwen2ForCausalLM");
         using var scope = NewDisposeScope();
-        var gen = new Generator(model);
+        var gen = new TextGenerator(model);
         // Ban everything but the config's eos (2): the first token must end the row.
         var onlyEos = new BanProcessor(Enumerable.Range(0, 64).Where(i => i != 2).ToArray());
         var r = gen.Generate(new[] { new[] { 1, 8 } }, new GenerationConfig(MaxNewTokens: 5), processors: new[] { onlyEos });
@@ -174,7 +174,7 @@ public sealed class GenerationTests
     {
         using var model = Model("Qwen3ForCausalLM");
         using var scope = NewDisposeScope();
-        var gen = new Generator(model);
+        var gen = new TextGenerator(model);
         int[] prompt = { 1, 30, 31 };
         var free = gen.Generate(new[] { prompt }, new GenerationConfig(MaxNewTokens: 10, StopTokens: NoStops), Decode);
         var t = free.Tokens[0];
@@ -206,7 +206,7 @@ public sealed class GenerationTests
     {
         using var model = Model("LlamaForCausalLM");
         using var scope = NewDisposeScope();
-        var gen = new Generator(model);
+        var gen = new TextGenerator(model);
         int[] prompt = { 1, 2, 3 };
         var free = gen.Generate(new[] { prompt }, new GenerationConfig(MaxNewTokens: 8, StopTokens: NoStops));
         int banned = free.Tokens[0][0];
@@ -233,7 +233,7 @@ public sealed class GenerationTests
         using var scope = NewDisposeScope();
         int[][] prompts = { new[] { 1, 5, 6, 7 }, new[] { 1, 9 } };
         var spy = new StepSpy();
-        var r = new Generator(model).Generate(prompts, new GenerationConfig(MaxNewTokens: 4, StopTokens: NoStops), processors: new[] { spy });
+        var r = new TextGenerator(model).Generate(prompts, new GenerationConfig(MaxNewTokens: 4, StopTokens: NoStops), processors: new[] { spy });
         Assert.Equal(new[] { 0, 1, 2, 3 }, spy.Steps.Select(s => s.Index));
         Assert.All(spy.Steps, s => Assert.Equal(4, s.PromptLength));
         var last = spy.Steps[^1];
@@ -259,7 +259,7 @@ public sealed class GenerationTests
         using var model = Model("Qwen2ForCausalLM");
         using var scope = NewDisposeScope();
         int[][] prompts = { new[] { 1, 5, 9, 5 }, new[] { 1, 11 } };
-        var r = new Generator(model).Generate(prompts,
+        var r = new TextGenerator(model).Generate(prompts,
             new GenerationConfig(MaxNewTokens: 5, RepetitionPenalty: 1.8, StopTokens: NoStops, OutputScores: true, OutputLogits: true));
         for (int b = 0; b < prompts.Length; b++)
             for (int s = 0; s < 5; s++)
@@ -281,7 +281,7 @@ public sealed class GenerationTests
     {
         using var model = Model("Gemma2ForCausalLM");
         using var scope = NewDisposeScope();
-        var gen = new Generator(model);
+        var gen = new TextGenerator(model);
         int[] prompt = { 1, 14, 15, 16, 3 };
         var cfg = new GenerationConfig(MaxNewTokens: 6, StopTokens: NoStops, OutputLogits: true);
         var viaIds = gen.Generate(new[] { prompt }, cfg);
@@ -307,7 +307,7 @@ public sealed class GenerationTests
     {
         using var model = Model("LlamaForCausalLM");
         using var scope = NewDisposeScope();
-        var gen = new Generator(model);
+        var gen = new TextGenerator(model);
         int[] head = { 1, 6, 11, 16 };
         int[][] tails = { new[] { 21, 26 }, new[] { 8, 9, 10 } };
         using var donor = new KvCache(model.Config.NumLayers);
@@ -333,7 +333,7 @@ public sealed class GenerationTests
     {
         using var model = Model("Qwen3ForCausalLM");
         using var scope = NewDisposeScope();
-        var gen = new Generator(model);
+        var gen = new TextGenerator(model);
         int[] prompt = { 1, 4, 7, 10 };
         var delta = randn(32) * 0.5;
         var hooks = new HookSet(new[] { HookSpec.Add("blocks.0.resid_post", delta) });
@@ -364,7 +364,7 @@ public sealed class GenerationTests
     {
         using var model = Model("LlamaForCausalLM");
         using var scope = NewDisposeScope();
-        var gen = new Generator(model);
+        var gen = new TextGenerator(model);
         var r = gen.Generate(new[] { new[] { 1, 2 } }, new GenerationConfig(MaxNewTokens: 0), Decode);
         Assert.Empty(r.Tokens[0]);
         Assert.Equal(FinishReason.Length, r.Finish[0]);
@@ -379,7 +379,7 @@ public sealed class GenerationTests
     public void LongGenerationsDoNotLeakTensors()
     {
         using var model = Model("Qwen2ForCausalLM");
-        var gen = new Generator(model);
+        var gen = new TextGenerator(model);
         long Live(int n)
         {
             long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;

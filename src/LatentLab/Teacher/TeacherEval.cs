@@ -18,7 +18,7 @@ public static class TeacherEval
     public static IReadOnlyList<GradedAnswer> Grade(DecoderLM model, TeacherFormat fmt, IReadOnlyList<TaskProblem> problems,
         bool thinking, int batchSize = 128)
     {
-        var gen = new Generator(model);
+        var gen = new TextGenerator(model);
         var results = new List<GradedAnswer>(problems.Count);
         int eos = fmt.Tokenizer.EosId ?? throw new InvalidOperationException("teacher tokenizer has no <eos>");
         using var _ = no_grad();

@@ -16,11 +16,11 @@ public enum HookPhases { None = 0, Prefill = 1, Decode = 2, All = Prefill | Deco
 /// from then on. The loop ends when every row has finished or after MaxNewTokens, without a forward pass for
 /// the last token.
 /// </summary>
-public sealed class Generator
+public sealed class TextGenerator
 {
     readonly DecoderLM _model;
 
-    public Generator(DecoderLM model) => _model = model ?? throw new ArgumentNullException(nameof(model));
+    public TextGenerator(DecoderLM model) => _model = model ?? throw new ArgumentNullException(nameof(model));
 
     public DecoderLM Model => _model;
 
