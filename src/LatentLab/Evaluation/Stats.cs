@@ -13,7 +13,8 @@ public readonly record struct Proportion(int Successes, int Trials, double Low, 
         double n = trials, p = successes / n, z2 = z * z;
         double centre = (p + z2 / (2 * n)) / (1 + z2 / n);
         double half = z / (1 + z2 / n) * Math.Sqrt(p * (1 - p) / n + z2 / (4 * n * n));
-        return new(successes, trials, Math.Max(0, centre - half), Math.Min(1, centre + half));
+        // At 0 or n successes the bound is exactly 0 or 1; rounding must not exclude the estimate itself.
+        return new(successes, trials, successes == 0 ? 0 : Math.Max(0, centre - half), successes == trials ? 1 : Math.Min(1, centre + half));
     }
 
     public override string ToString() =>
