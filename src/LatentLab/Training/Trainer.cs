@@ -1,0 +1,354 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using LatentLab.IO;
+using LatentLab.Tensors;
+using Spectre.Console;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace LatentLab.Training;
+
+/// <summary>The mean loss of one optimiser update (over its micro-batches) and the tokens it consumed.</summary>
+public readonly record struct StepLoss(double Loss, long Tokens);
+
+/// <summary>How a <see cref="Trainer.Run"/> ended.</summary>
+public sealed record TrainResult(long ResumedFrom, long Steps, double FinalLoss, long Tokens,
+    IReadOnlyDictionary<string, double> FinalEval, string FinalCheckpoint);
+
+/// <summary>
+/// The one training loop every method uses: AdamW, warm-up + cosine, global-norm clipping, gradient accumulation,
+/// periodic evaluation, metrics.jsonl + TensorBoard, and checkpoints from which a killed run resumes to the same
+/// final weights as an uninterrupted one. Per update:
+/// <code>
+///   lr ← schedule(step);  g ← Σ_micro ∇(loss(step, micro) / k);  n ← ‖g‖;  clip g to ClipNorm;  AdamW step;  AfterStep
+/// </code>
+/// Run folder: config.json, metrics.jsonl, tb/, checkpoints/step-NNNNNN/ and checkpoints/latest.
+/// </summary>
+public sealed class Trainer
+{
+    readonly TrainerConfig _c;
+    readonly JsonObject? _runConfig;
+    readonly TextWriter _log;
+
+    public Trainer(TrainerConfig config, JsonObject? runConfig = null, TextWriter? log = null)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        _c = config;
+        _runConfig = runConfig;
+        _log = log ?? Console.Out;
+    }
+
+    public TrainerConfig Config => _c;
+    public string RunDir => Path.GetFullPath(_c.OutDir);
+    public string CheckpointsDir => Path.Combine(RunDir, "checkpoints");
+    public string MetricsPath => Path.Combine(RunDir, "metrics.jsonl");
+
+    /// <summary>
+    /// Called every EvalEvery updates and after the last one with the number of updates done; returns named metrics
+    /// (logged as eval_NAME). It runs with the module in eval mode, without gradients, and cannot disturb the
+    /// training RNG stream (its state is saved before and restored after).
+    /// </summary>
+    public Func<long, IReadOnlyDictionary<string, double>>? Evaluate { get; init; }
+
+    /// <summary>
+    /// Trains <paramref name="model"/> to Config.Steps updates, resuming from the newest complete checkpoint in the run
+    /// folder if there is one (a finished run returns at once). Seeds torch with Config.Seed on a fresh start.
+    /// </summary>
+    public TrainResult Run(ITrainable model, CancellationToken cancel = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        TorchRuntime.Initialize();
+        Directory.CreateDirectory(RunDir);
+
+        var named = model.TrainableParameters().ToList();
+        if (named.Count == 0) throw new ArgumentException("trainer: the model has no parameter that requires a gradient");
+        var parameters = named.Select(p => p.Parameter).ToList();
+        using var optimizer = BuildOptimizer(named, out var order);
+
+        var config = ResolvedConfig();
+        var resume = RunCheckpoints.FindLatest(CheckpointsDir);
+        long start = 0, tokens = 0;
+        double lastLoss = double.NaN;
+        if (resume is not null)
+        {
+            CheckSameConfig(config);
+            Restore(resume, model, optimizer, order);
+            start = resume.Step;
+            tokens = resume.State.Tokens;
+            lastLoss = resume.State.Loss;
+            MetricsLog.TruncateAfter(MetricsPath, start);
+        }
+        else
+        {
+            TorchRuntime.Seed(_c.Seed);
+            if (File.Exists(MetricsPath)) File.Delete(MetricsPath);
+        }
+        AtomicFile.WriteAllText(Path.Combine(RunDir, "config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+
+        var metrics = new MetricsLog(RunDir);
+        var loop = new Loop(this, model, optimizer, order, parameters, metrics, start, tokens, lastLoss, resume?.Path);
+        bool bar = _c.ProgressBar ?? (!Console.IsOutputRedirected && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("CI")));
+        if (resume is not null) loop.Say($"resumed from {resume.Path} (step {start})");
+        if (metrics.TensorBoardError is not null) loop.Say(metrics.TensorBoardError);
+        if (!bar) return loop.Run(null, cancel);
+
+        loop.UseConsole = true;
+        return AnsiConsole.Progress().AutoClear(false)
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
+                new ElapsedTimeColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask("train", maxValue: _c.Steps);
+                task.Value = start;
+                return loop.Run((done, text) => { task.Value = done; task.Description = Markup.Escape(text); }, cancel);
+            });
+    }
+
+    /// <summary>
+    /// Runs the micro-batches of update <paramref name="step"/>, back-propagating loss / k each time, so the
+    /// accumulated gradient is that of the mean over all k micro-batches (k micro-batches of size b = one batch of k·b).
+    /// </summary>
+    public static StepLoss Accumulate(ITrainable model, long step, int microBatches)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(microBatches, 1);
+        double loss = 0;
+        long tokens = 0;
+        for (int micro = 0; micro < microBatches; micro++)
+        {
+            using var scope = NewDisposeScope();
+            var r = model.Loss(step, micro);
+            if (r.Loss.numel() != 1) throw new InvalidOperationException($"trainer: the loss of step {step}, micro-batch {micro} has shape [{string.Join(",", r.Loss.shape)}]; it must be a scalar");
+            double v = r.Loss.detach().to(ScalarType.Float64).item<double>();
+            if (!double.IsFinite(v)) throw new InvalidOperationException($"trainer: the loss is {v} at step {step}, micro-batch {micro}; lower the learning rate or check the data");
+            (r.Loss / microBatches).backward();
+            loss += v / microBatches;
+            tokens += r.Tokens;
+        }
+        return new StepLoss(loss, tokens);
+    }
+
+    /// <summary>Two groups as in nanoGPT: matrices get weight decay, vectors (norms, biases) do not.</summary>
+    AdamW BuildOptimizer(List<(string Name, Parameter Parameter)> named, out List<(string Name, Parameter Parameter)> order)
+    {
+        var decay = named.Where(p => p.Parameter.dim() >= 2).ToList();
+        var noDecay = named.Where(p => p.Parameter.dim() < 2).ToList();
+        // AdamW keeps its per-parameter state in group order; checkpoints rely on the same order.
+        order = decay.Concat(noDecay).ToList();
+        var b = _c.Betas;
+        var groups = new List<AdamW.ParamGroup>();
+        if (decay.Count > 0) groups.Add(new AdamW.ParamGroup(decay.Select(p => p.Parameter), _c.LearningRate, b.Beta1, b.Beta2, _c.Eps, _c.WeightDecay, false, false));
+        if (noDecay.Count > 0) groups.Add(new AdamW.ParamGroup(noDecay.Select(p => p.Parameter), _c.LearningRate, b.Beta1, b.Beta2, _c.Eps, 0, false, false));
+        return new AdamW(groups, _c.LearningRate, b.Beta1, b.Beta2, _c.Eps, _c.WeightDecay);
+    }
+
+    JsonObject ResolvedConfig()
+    {
+        var trainer = JsonSerializer.SerializeToNode(_c with { OutDir = RunDir }, RunCheckpoints.Json)!.AsObject();
+        return new JsonObject { ["trainer"] = trainer, ["run"] = _runConfig?.DeepClone() };
+    }
+
+    /// <summary>Resuming under a different config would silently mix two runs; only where output goes and how it is shown may differ.</summary>
+    void CheckSameConfig(JsonObject now)
+    {
+        var path = Path.Combine(RunDir, "config.json");
+        if (!File.Exists(path)) return;
+        JsonNode? before;
+        try { before = JsonNode.Parse(File.ReadAllText(path)); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: not valid JSON ({e.Message})", e); }
+        static JsonNode? Comparable(JsonNode? n)
+        {
+            var c = n?.DeepClone();
+            if (c?["trainer"] is JsonObject t) { t.Remove("out_dir"); t.Remove("progress_bar"); }
+            return c;
+        }
+        if (!JsonNode.DeepEquals(Comparable(before), Comparable(now)))
+            throw new InvalidOperationException($"{RunDir} holds checkpoints of a run with a different config ({path}); " +
+                "resume with the same settings, or choose a new OutDir");
+    }
+
+    void Restore(CheckpointInfo ckpt, ITrainable model, AdamW optimizer, List<(string Name, Parameter Parameter)> order)
+    {
+        using var _ = no_grad();
+        LoadInto(Path.Combine(ckpt.Path, RunCheckpoints.ModelFile), model.Module.named_parameters().Select(p => (p.name, (Tensor)p.parameter)));
+        var extra = model.ExtraState().ToList();
+        if (extra.Count > 0) LoadInto(Path.Combine(ckpt.Path, RunCheckpoints.ExtraFile), extra);
+
+        var states = optimizer.state_dict().State;
+        var optFile = Path.Combine(ckpt.Path, RunCheckpoints.OptimizerFile);
+        using (var f = SafetensorsCheckpoint.Open(optFile))
+            for (int i = 0; i < order.Count; i++)
+            {
+                var s = (AdamW.State)states[i];
+                var name = order[i].Name;
+                using var scope = NewDisposeScope();
+                Copy(f, "exp_avg." + name, s.exp_avg, optFile);
+                Copy(f, "exp_avg_sq." + name, s.exp_avg_sq, optFile);
+                s.step = Need(f, "step." + name, optFile).Read("step." + name).item<long>();
+            }
+        using (var f = SafetensorsCheckpoint.Open(Path.Combine(ckpt.Path, RunCheckpoints.RngFile)))
+        {
+            using var state = f.Read("torch.cpu");
+            torch.set_rng_state(state);
+        }
+    }
+
+    static SafetensorsCheckpoint Need(SafetensorsCheckpoint f, string name, string file) =>
+        f.Contains(name) ? f : throw new InvalidDataException($"{file}: checkpoint has no '{name}' (saved by a different model or optimiser setup?)");
+
+    static void Copy(SafetensorsCheckpoint f, string name, Tensor into, string file)
+    {
+        var t = Need(f, name, file).Read(name, into.dtype, into.device);
+        if (!t.shape.SequenceEqual(into.shape))
+            throw new InvalidDataException($"{file}: '{name}' has shape [{string.Join(",", t.shape)}], the model has [{string.Join(",", into.shape)}]");
+        into.copy_(t);
+    }
+
+    static void LoadInto(string file, IEnumerable<(string Name, Tensor Tensor)> targets)
+    {
+        using var f = SafetensorsCheckpoint.Open(file);
+        var list = targets.ToList();
+        var expected = list.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
+        var unexpected = f.Names.Where(n => !expected.Contains(n)).ToList();
+        if (unexpected.Count > 0)
+            throw new InvalidDataException($"{file}: checkpoint has {unexpected.Count} tensor(s) the model lacks, e.g. {string.Join(", ", unexpected.Take(3))}");
+        foreach (var (name, t) in list)
+        {
+            using var scope = NewDisposeScope();
+            Copy(f, name, t, file);
+        }
+    }
+
+    /// <summary>One life of the loop (from a fresh start or a checkpoint to the end).</summary>
+    sealed class Loop(Trainer owner, ITrainable model, AdamW optimizer, List<(string Name, Parameter Parameter)> order,
+        List<Parameter> parameters, MetricsLog metrics, long start, long tokens, double lastLoss, string? lastCheckpoint)
+    {
+        readonly TrainerConfig _c = owner._c;
+        readonly Stopwatch _clock = Stopwatch.StartNew();
+        IReadOnlyDictionary<string, double> _lastEval = new Dictionary<string, double>();
+        public bool UseConsole { get; set; }
+
+        public void Say(string line)
+        {
+            if (UseConsole) AnsiConsole.MarkupLine(Markup.Escape(line));
+            else { owner._log.WriteLine(line); owner._log.Flush(); }
+        }
+
+        public TrainResult Run(Action<long, string>? progress, CancellationToken cancel)
+        {
+            long done = start;
+            if (done >= _c.Steps)
+            {
+                Say($"already trained: {lastCheckpoint} is at step {done} of {_c.Steps}");
+                return new TrainResult(start, done, lastLoss, tokens, _lastEval, lastCheckpoint!);
+            }
+            model.Module.train();
+            long intervalTokens = 0;
+            double intervalStart = _clock.Elapsed.TotalSeconds;
+            string? checkpoint = lastCheckpoint;
+            for (long step = start; step < _c.Steps; step++)
+            {
+                cancel.ThrowIfCancellationRequested();
+                double lr = LrSchedule.At(step, _c);
+                foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
+                StepLoss r;
+                double gradNorm;
+                using (var scope = NewDisposeScope())
+                {
+                    optimizer.zero_grad();
+                    r = Accumulate(model, step, _c.AccumulationSteps);
+                    gradNorm = Gradients.ClipGlobalNorm(parameters, _c.ClipNorm);
+                    optimizer.step();
+                }
+                model.AfterStep(step);
+                done = step + 1;
+                tokens += r.Tokens;
+                intervalTokens += r.Tokens;
+                lastLoss = r.Loss;
+
+                bool last = done == _c.Steps;
+                bool log = done % _c.LogEvery == 0 || last;
+                bool eval = owner.Evaluate is not null && ((_c.EvalEvery > 0 && done % _c.EvalEvery == 0) || last);
+                if (log || eval)
+                {
+                    double now = _clock.Elapsed.TotalSeconds;
+                    double tps = intervalTokens / Math.Max(1e-9, now - intervalStart);
+                    intervalTokens = 0;
+                    intervalStart = now;
+                    var row = new List<KeyValuePair<string, object>>
+                    {
+                        new("loss", r.Loss), new("lr", lr), new("grad_norm", gradNorm),
+                        new("tokens", tokens), new("tokens_per_s", tps), new("elapsed_s", now),
+                    };
+                    if (eval)
+                    {
+                        _lastEval = RunEval(done);
+                        foreach (var (k, v) in _lastEval) row.Add(new("eval_" + k, v));
+                    }
+                    metrics.Write(done, row);
+                    var text = $"step {done}/{_c.Steps} loss {r.Loss:F4} lr {lr:E2} |g| {gradNorm:F3} {tps:F0} tok/s";
+                    if (eval) text += " " + string.Join(" ", _lastEval.Select(p => $"{p.Key} {p.Value.ToString("G4", CultureInfo.InvariantCulture)}"));
+                    if (progress is null) Say(text);
+                    else progress(done, text);
+                }
+                else progress?.Invoke(done, $"step {done}/{_c.Steps} loss {r.Loss:F4}");
+
+                if (last || (_c.CheckpointEvery > 0 && done % _c.CheckpointEvery == 0))
+                {
+                    checkpoint = Save(done, tokens, r.Loss, lr);
+                    Say($"checkpoint {Path.GetFileName(checkpoint)}");
+                }
+            }
+            return new TrainResult(start, done, lastLoss, tokens, _lastEval, checkpoint!);
+        }
+
+        IReadOnlyDictionary<string, double> RunEval(long done)
+        {
+            using var rng = torch.get_rng_state();
+            model.Module.eval();
+            try
+            {
+                using var _ = no_grad();
+                using var scope = NewDisposeScope();
+                return new Dictionary<string, double>(owner.Evaluate!(done));
+            }
+            finally
+            {
+                model.Module.train();
+                torch.set_rng_state(rng);
+            }
+        }
+
+        string Save(long done, long tokensSoFar, double loss, double lr)
+        {
+            var state = new CheckpointState { Step = done, Tokens = tokensSoFar, Loss = loss, LearningRate = lr, Seed = _c.Seed };
+            return RunCheckpoints.Save(owner.CheckpointsDir, state, dir =>
+            {
+                using var scope = NewDisposeScope();
+                var meta = new Dictionary<string, string> { ["format"] = "pt" };
+                SafetensorsWriter.Write(Path.Combine(dir, RunCheckpoints.ModelFile),
+                    model.Module.named_parameters().Select(p => new KeyValuePair<string, Tensor>(p.name, p.parameter.detach())), meta);
+
+                var states = optimizer.state_dict().State;
+                var opt = new List<KeyValuePair<string, Tensor>>();
+                for (int i = 0; i < order.Count; i++)
+                {
+                    var s = (AdamW.State)states[i];
+                    opt.Add(new("exp_avg." + order[i].Name, s.exp_avg));
+                    opt.Add(new("exp_avg_sq." + order[i].Name, s.exp_avg_sq));
+                    opt.Add(new("step." + order[i].Name, torch.tensor(new[] { s.step })));
+                }
+                SafetensorsWriter.Write(Path.Combine(dir, RunCheckpoints.OptimizerFile), opt);
+
+                var extra = model.ExtraState().Select(p => new KeyValuePair<string, Tensor>(p.Name, p.Tensor.detach())).ToList();
+                if (extra.Count > 0) SafetensorsWriter.Write(Path.Combine(dir, RunCheckpoints.ExtraFile), extra);
+
+                // Only the CPU generator: CUDA kernels used here draw no random numbers that affect training.
+                SafetensorsWriter.Write(Path.Combine(dir, RunCheckpoints.RngFile), [new("torch.cpu", torch.get_rng_state())]);
+            }, _c.KeepCheckpoints);
+        }
+    }
+}
