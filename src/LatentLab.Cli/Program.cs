@@ -5,4 +5,5 @@ var root = new RootCommand("LatentLab: latent reasoning research on transformer 
 foreach (var c in ModelCommands.Create()) root.Add(c);
 foreach (var c in ToolCommands.Create()) root.Add(c);
 foreach (var c in TaskCommands.Create()) root.Add(c);
+foreach (var c in TeacherCommands.Create()) root.Add(c);
 return root.Parse(args).Invoke();

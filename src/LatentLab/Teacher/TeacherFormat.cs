@@ -13,11 +13,11 @@ namespace LatentLab.Teacher;
 public sealed class TeacherFormat
 {
     public ITaskFamily Family { get; }
-    public CharTokenizer Tokenizer { get; }
+    public ITokenizer Tokenizer { get; }
     public ChatFormat Chat { get; } = ChatFormat.For(ChatFamily.Plain);
     public const string StepSeparator = ";";
 
-    public TeacherFormat(ITaskFamily family, CharTokenizer tokenizer)
+    public TeacherFormat(ITaskFamily family, ITokenizer tokenizer)
     {
         Family = family;
         Tokenizer = tokenizer;

@@ -113,7 +113,7 @@ public static class TeacherTraining
 
         var modelDir = Path.Combine(o.OutDir, "model");
         Checkpoints.Save(model, modelDir);
-        fmt.Tokenizer.Save(modelDir);
+        ((Text.CharTokenizer)fmt.Tokenizer).Save(modelDir);
 
         sw.Restart();
         model.eval();

@@ -1,0 +1,104 @@
+using System.CommandLine;
+using System.Diagnostics;
+using LatentLab.Models;
+using LatentLab.Tasks;
+using LatentLab.Teacher;
+using LatentLab.Text;
+using Spectre.Console;
+
+namespace LatentLab.Cli;
+
+/// <summary>`teacher train`, `teacher eval` and `demo`: a model that thinks in visible traces, trained here.</summary>
+public static class TeacherCommands
+{
+    public static IEnumerable<Command> Create() => new[] { Teacher(), Demo() };
+
+    static Command Teacher()
+    {
+        var task = new Option<string>("--task") { Description = "task family (see tasks list)", DefaultValueFactory = _ => "addition" };
+        var digits = new Option<int?>("--digits", "--difficulty") { Description = "training length (digits for addition; the family's knob otherwise)" };
+        var steps = new Option<long>("--steps") { DefaultValueFactory = _ => new TeacherOptions().Steps };
+        var batch = new Option<int>("--batch") { DefaultValueFactory = _ => new TeacherOptions().BatchSize };
+        var lr = new Option<double>("--lr") { DefaultValueFactory = _ => new TeacherOptions().LearningRate };
+        var hidden = new Option<int>("--hidden") { DefaultValueFactory = _ => new TeacherOptions().Hidden };
+        var layers = new Option<int>("--layers") { DefaultValueFactory = _ => new TeacherOptions().Layers };
+        var compute = new Option<string>("--compute") { Description = "activation dtype: f32 or bf16", DefaultValueFactory = _ => new TeacherOptions().Compute };
+        var evalN = new Option<int>("--eval-problems") { DefaultValueFactory = _ => new TeacherOptions().EvalProblems };
+        var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 0 };
+        var output = new Option<string>("--out") { DefaultValueFactory = _ => "runs/teacher" };
+        var train = new Command("train", "Train a character-level teacher from scratch on a task's thinking and direct traces (resumes if killed)")
+            { task, digits, steps, batch, lr, hidden, layers, compute, evalN, seed, output };
+        train.SetAction(pr => CliSupport.Run(() =>
+        {
+            var o = new TeacherOptions
+            {
+                Task = pr.GetValue(task)!, Difficulty = pr.GetValue(digits), Steps = pr.GetValue(steps), BatchSize = pr.GetValue(batch),
+                LearningRate = pr.GetValue(lr), Hidden = pr.GetValue(hidden), Layers = pr.GetValue(layers), Compute = pr.GetValue(compute)!,
+                EvalProblems = pr.GetValue(evalN), Seed = pr.GetValue(seed), OutDir = pr.GetValue(output)!,
+            };
+            var report = TeacherTraining.Train(o);
+            PrintReport(report);
+            return 0;
+        }));
+
+        var dir = new Argument<string>("dir") { Description = "a teacher run folder (with model/) or a model folder", DefaultValueFactory = _ => "runs/teacher" };
+        var evalTask = new Option<string>("--task") { DefaultValueFactory = _ => "addition" };
+        var evalDigits = new Option<int?>("--digits", "--difficulty") { Description = "in-distribution length (default: the family's)" };
+        var evalProblems = new Option<int>("--n") { DefaultValueFactory = _ => 500 };
+        var ood = new Option<int>("--ood") { Description = "longer lengths to test beyond --digits", DefaultValueFactory = _ => 2 };
+        var evalSeed = new Option<long>("--seed") { DefaultValueFactory = _ => 0 };
+        var eval = new Command("eval", "Verified accuracy with and without thinking, in distribution and on longer OOD problems (Wilson 95%)")
+            { dir, evalTask, evalDigits, evalProblems, ood, evalSeed };
+        eval.SetAction(pr => CliSupport.Run(() =>
+        {
+            var path = pr.GetValue(dir)!;
+            var modelDir = Directory.Exists(Path.Combine(path, "model")) ? Path.Combine(path, "model") : path;
+            var family = TaskRegistry.Get(pr.GetValue(evalTask)!);
+            var tok = TokenizerLoader.TryLoadFromDirectory(modelDir) ?? throw new UserError($"{modelDir} has no tokenizer.json");
+            var fmt = new TeacherFormat(family, tok);
+            using var model = Checkpoints.Load(modelDir);
+            var sw = Stopwatch.StartNew();
+            var cells = TeacherTraining.Evaluate(model, fmt, pr.GetValue(evalDigits) ?? family.Difficulty.Default, pr.GetValue(evalProblems), pr.GetValue(ood), pr.GetValue(evalSeed));
+            PrintCells(cells);
+            Console.WriteLine($"evaluated in {sw.Elapsed.TotalSeconds:F0} s");
+            return 0;
+        }));
+        return new Command("teacher", "A small teacher that reasons in visible <think> traces") { train, eval };
+    }
+
+    static Command Demo()
+    {
+        var output = new Option<string>("--out") { DefaultValueFactory = _ => "runs/demo" };
+        var steps = new Option<long>("--steps") { Description = "teacher training steps", DefaultValueFactory = _ => new TeacherOptions().Steps };
+        var cmd = new Command("demo", "The main job: train the teacher on 4-digit addition and report its verified accuracy with and without thinking")
+            { output, steps };
+        cmd.SetAction(pr => CliSupport.Run(() =>
+        {
+            var sw = Stopwatch.StartNew();
+            var o = new TeacherOptions { OutDir = Path.Combine(pr.GetValue(output)!, "teacher"), Steps = pr.GetValue(steps) };
+            AnsiConsole.MarkupLine($"[bold]LatentLab demo[/]: training a {o.Layers}-layer d={o.Hidden} teacher on {o.Task} ({o.Steps} steps), then grading it.");
+            var report = TeacherTraining.Train(o);
+            PrintReport(report);
+            AnsiConsole.MarkupLine($"[bold]demo finished in {sw.Elapsed.TotalSeconds:F0} s[/]; run folder: {Markup.Escape(Path.GetFullPath(pr.GetValue(output)!))}");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    static void PrintReport(TeacherReport r)
+    {
+        PrintCells(r.Cells);
+        Console.WriteLine($"trained {r.Steps} steps in {r.TrainSeconds:F0} s (final loss {r.FinalLoss:F4}); evaluated in {r.EvalSeconds:F0} s");
+        Console.WriteLine($"model: {r.ModelDir}");
+        Console.WriteLine($"report: {Path.Combine(r.RunDir, "report.md")}");
+    }
+
+    static void PrintCells(IReadOnlyList<ModeAccuracy> cells)
+    {
+        var table = new Table().AddColumns("test set", "difficulty", "mode", "verified accuracy [[Wilson 95%]]", "tokens/answer");
+        foreach (var c in cells)
+            table.AddRow(Markup.Escape(c.Set), c.Difficulty.ToString(), c.Thinking ? "thinking" : "direct",
+                Markup.Escape(c.Accuracy.ToString()), c.MeanGeneratedTokens.ToString("F1"));
+        AnsiConsole.Write(table);
+    }
+}
