@@ -294,13 +294,13 @@ public sealed class Trainer
                         foreach (var (k, v) in _lastEval) row.Add(new("eval_" + k, v));
                     }
                     metrics.Write(done, row);
-                    var text = $"step {done}/{_c.Steps} loss {r.Loss:F4} lr {lr:E2} |g| {gradNorm:F3} {tps:F0} tok/s";
+                    var text = string.Create(CultureInfo.InvariantCulture, $"step {done}/{_c.Steps} loss {r.Loss:F4} lr {lr:E2} |g| {gradNorm:F3} {tps:F0} tok/s");
                     if (eval) text += " " + string.Join(" ", _lastEval.Select(p => $"{p.Key} {p.Value.ToString("G4", CultureInfo.InvariantCulture)}"));
                     if (progress is null) Say(text);
                     else
                     {
                         // The bar's own columns show the position; its label stays short so it fits on one line.
-                        _barLabel = $"loss {r.Loss:F4} {tps:F0} tok/s";
+                        _barLabel = string.Create(CultureInfo.InvariantCulture, $"loss {r.Loss:F4} {tps:F0} tok/s");
                         progress(done, _barLabel);
                         if (eval) Say(text);
                     }
