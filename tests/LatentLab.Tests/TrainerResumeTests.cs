@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text;
 using System.Text.Json.Nodes;
 using LatentLab.IO;
 using LatentLab.Tensors;
@@ -41,13 +42,23 @@ public sealed class TrainerResumeTests : IDisposable
         return psi;
     }
 
+    /// <summary>Starts the child with stderr collected in the background (a full pipe would stall it).</summary>
+    static Process Launch(string outDir, string delayMs, StringBuilder stderr)
+    {
+        var p = Process.Start(Start(outDir, delayMs))!;
+        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (stderr) stderr.AppendLine(e.Data); };
+        p.BeginErrorReadLine();
+        return p;
+    }
+
     static string RunToEnd(string outDir, string delayMs)
     {
-        using var p = Process.Start(Start(outDir, delayMs))!;
-        var stderr = p.StandardError.ReadToEndAsync();
+        var stderr = new StringBuilder();
+        using var p = Launch(outDir, delayMs, stderr);
         var stdout = p.StandardOutput.ReadToEnd();
         Assert.True(p.WaitForExit(60_000), "child did not finish within a minute");
-        Assert.True(p.ExitCode == 0, $"child exited with {p.ExitCode}\n{stdout}\n{stderr.Result}");
+        p.WaitForExit();
+        Assert.True(p.ExitCode == 0, $"child exited with {p.ExitCode}\n{stdout}\n{stderr}");
         return stdout;
     }
 
@@ -60,9 +71,9 @@ public sealed class TrainerResumeTests : IDisposable
 
         // Slow the steps down (sleeping after each update changes no numbers) so the kill lands mid-run.
         const string Delay = "40";
-        using (var p = Process.Start(Start(killed, Delay))!)
+        var stderr = new StringBuilder();
+        using (var p = Launch(killed, Delay, stderr))
         {
-            var stderr = p.StandardError.ReadToEndAsync();
             var seen = new List<string>();
             string? line;
             while ((line = p.StandardOutput.ReadLine()) is not null)
@@ -70,7 +81,7 @@ public sealed class TrainerResumeTests : IDisposable
                 seen.Add(line);
                 if (line == "checkpoint step-000010") break;
             }
-            Assert.True(line is not null, $"child ended before its second checkpoint:\n{string.Join("\n", seen)}\n{stderr.Result}");
+            Assert.True(line is not null, $"child ended before its second checkpoint:\n{string.Join("\n", seen)}\n{stderr}");
             Thread.Sleep(60); // into the next steps, between checkpoints
             Assert.False(p.HasExited, "child finished before it could be killed");
             p.Kill(entireProcessTree: true);

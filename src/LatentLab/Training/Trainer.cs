@@ -229,6 +229,7 @@ public sealed class Trainer
         readonly TrainerConfig _c = owner._c;
         readonly Stopwatch _clock = Stopwatch.StartNew();
         IReadOnlyDictionary<string, double> _lastEval = new Dictionary<string, double>();
+        string _barLabel = "train";
         public bool UseConsole { get; set; }
 
         public void Say(string line)
@@ -248,6 +249,7 @@ public sealed class Trainer
             model.Module.train();
             long intervalTokens = 0;
             double intervalStart = _clock.Elapsed.TotalSeconds;
+            double paused = 0; // evaluation and checkpoint time in the interval: not training, so not in tokens/s
             string? checkpoint = lastCheckpoint;
             for (long step = start; step < _c.Steps; step++)
             {
@@ -275,9 +277,10 @@ public sealed class Trainer
                 if (log || eval)
                 {
                     double now = _clock.Elapsed.TotalSeconds;
-                    double tps = intervalTokens / Math.Max(1e-9, now - intervalStart);
+                    double tps = intervalTokens / Math.Max(1e-9, now - intervalStart - paused);
                     intervalTokens = 0;
                     intervalStart = now;
+                    paused = 0;
                     var row = new List<KeyValuePair<string, object>>
                     {
                         new("loss", r.Loss), new("lr", lr), new("grad_norm", gradNorm),
@@ -285,20 +288,30 @@ public sealed class Trainer
                     };
                     if (eval)
                     {
+                        double t0 = _clock.Elapsed.TotalSeconds;
                         _lastEval = RunEval(done);
+                        paused += _clock.Elapsed.TotalSeconds - t0;
                         foreach (var (k, v) in _lastEval) row.Add(new("eval_" + k, v));
                     }
                     metrics.Write(done, row);
-                    var text = $"step {done}/{_c.Steps} loss {r.Loss:F4} lr {lr:E2} |g| {gradNorm:F3} {tps:F0} tok/s";
+                    var text = string.Create(CultureInfo.InvariantCulture, $"step {done}/{_c.Steps} loss {r.Loss:F4} lr {lr:E2} |g| {gradNorm:F3} {tps:F0} tok/s");
                     if (eval) text += " " + string.Join(" ", _lastEval.Select(p => $"{p.Key} {p.Value.ToString("G4", CultureInfo.InvariantCulture)}"));
                     if (progress is null) Say(text);
-                    else progress(done, text);
+                    else
+                    {
+                        // The bar's own columns show the position; its label stays short so it fits on one line.
+                        _barLabel = string.Create(CultureInfo.InvariantCulture, $"loss {r.Loss:F4} {tps:F0} tok/s");
+                        progress(done, _barLabel);
+                        if (eval) Say(text);
+                    }
                 }
-                else progress?.Invoke(done, $"step {done}/{_c.Steps} loss {r.Loss:F4}");
+                else progress?.Invoke(done, _barLabel);
 
                 if (last || (_c.CheckpointEvery > 0 && done % _c.CheckpointEvery == 0))
                 {
+                    double t0 = _clock.Elapsed.TotalSeconds;
                     checkpoint = Save(done, tokens, r.Loss, lr);
+                    paused += _clock.Elapsed.TotalSeconds - t0;
                     Say($"checkpoint {Path.GetFileName(checkpoint)}");
                 }
             }
