@@ -17,7 +17,7 @@ public sealed record TeacherOptions
     public string Task { get; init; } = "addition";
     /// <summary>Training difficulty; null = the family's default (4 digits for addition).</summary>
     public int? Difficulty { get; init; }
-    public long Steps { get; init; } = 1500;
+    public long Steps { get; init; } = 900;
     public int BatchSize { get; init; } = 64;
     public double LearningRate { get; init; } = 3e-3;
     public long WarmupSteps { get; init; } = 60;
@@ -26,8 +26,8 @@ public sealed record TeacherOptions
     public int Hidden { get; init; } = 128;
     public int Layers { get; init; } = 4;
     public int Heads { get; init; } = 4;
-    /// <summary>Activation dtype (weights stay f32): f32 or bf16.</summary>
-    public string Compute { get; init; } = "f32";
+    /// <summary>Activation dtype (weights stay f32): bf16 (default: 12% faster here at equal accuracy, see README) or f32.</summary>
+    public string Compute { get; init; } = "bf16";
     public long Seed { get; init; }
     /// <summary>Held-out problems per evaluation cell (test split).</summary>
     public int EvalProblems { get; init; } = 500;
