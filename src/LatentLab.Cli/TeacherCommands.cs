@@ -26,8 +26,9 @@ public static class TeacherCommands
         var evalN = new Option<int>("--eval-problems") { DefaultValueFactory = _ => new TeacherOptions().EvalProblems };
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out") { DefaultValueFactory = _ => "runs/teacher" };
+        var device = CliSupport.DeviceOption();
         var train = new Command("train", "Train a character-level teacher from scratch on a task's thinking and direct traces (resumes if killed)")
-            { task, digits, steps, batch, lr, hidden, layers, compute, evalN, seed, output };
+            { task, digits, steps, batch, lr, hidden, layers, compute, evalN, seed, output, device };
         train.SetAction(pr => CliSupport.Run(() =>
         {
             var o = new TeacherOptions
@@ -35,6 +36,7 @@ public static class TeacherCommands
                 Task = pr.GetValue(task)!, Difficulty = pr.GetValue(digits), Steps = pr.GetValue(steps), BatchSize = pr.GetValue(batch),
                 LearningRate = pr.GetValue(lr), Hidden = pr.GetValue(hidden), Layers = pr.GetValue(layers), Compute = pr.GetValue(compute)!,
                 EvalProblems = pr.GetValue(evalN), Seed = pr.GetValue(seed), OutDir = pr.GetValue(output)!,
+                Device = pr.GetValue(device)!,
             };
             var report = TeacherTraining.Train(o);
             PrintReport(report);
@@ -47,8 +49,9 @@ public static class TeacherCommands
         var evalProblems = new Option<int>("--n") { DefaultValueFactory = _ => 500 };
         var ood = new Option<int>("--ood") { Description = "longer lengths to test beyond --digits", DefaultValueFactory = _ => 2 };
         var evalSeed = new Option<long>("--seed") { DefaultValueFactory = _ => 0 };
+        var evalDevice = CliSupport.DeviceOption();
         var eval = new Command("eval", "Verified accuracy with and without thinking, in distribution and on longer OOD problems (Wilson 95%)")
-            { dir, evalTask, evalDigits, evalProblems, ood, evalSeed };
+            { dir, evalTask, evalDigits, evalProblems, ood, evalSeed, evalDevice };
         eval.SetAction(pr => CliSupport.Run(() =>
         {
             var path = pr.GetValue(dir)!;
@@ -56,7 +59,7 @@ public static class TeacherCommands
             var family = TaskRegistry.Get(pr.GetValue(evalTask)!);
             var tok = TokenizerLoader.TryLoadFromDirectory(modelDir) ?? throw new UserError($"{modelDir} has no tokenizer.json");
             var fmt = new TeacherFormat(family, tok);
-            using var model = Checkpoints.Load(modelDir);
+            using var model = Checkpoints.Load(modelDir, device: LatentLab.Tensors.TorchRuntime.ParseDevice(pr.GetValue(evalDevice)!));
             var sw = Stopwatch.StartNew();
             var cells = TeacherTraining.Evaluate(model, fmt, pr.GetValue(evalDigits) ?? family.Difficulty.Default, pr.GetValue(evalProblems), pr.GetValue(ood), pr.GetValue(evalSeed));
             PrintCells(cells);
@@ -70,12 +73,13 @@ public static class TeacherCommands
     {
         var output = new Option<string>("--out") { DefaultValueFactory = _ => "runs/demo" };
         var steps = new Option<long>("--steps") { Description = "teacher training steps", DefaultValueFactory = _ => new TeacherOptions().Steps };
+        var demoDevice = CliSupport.DeviceOption();
         var cmd = new Command("demo", "The main job: train the teacher on 4-digit addition and report its verified accuracy with and without thinking")
-            { output, steps };
+            { output, steps, demoDevice };
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var sw = Stopwatch.StartNew();
-            var o = new TeacherOptions { OutDir = Path.Combine(pr.GetValue(output)!, "teacher"), Steps = pr.GetValue(steps) };
+            var o = new TeacherOptions { OutDir = Path.Combine(pr.GetValue(output)!, "teacher"), Steps = pr.GetValue(steps), Device = pr.GetValue(demoDevice)! };
             AnsiConsole.MarkupLine($"[bold]LatentLab demo[/]: training a {o.Layers}-layer d={o.Hidden} teacher on {o.Task} ({o.Steps} steps), then grading it.");
             var report = TeacherTraining.Train(o);
             PrintReport(report);
