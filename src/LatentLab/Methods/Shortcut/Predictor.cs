@@ -141,11 +141,8 @@ public sealed class LatentPredictor : nn.Module<Tensor, Tensor>, ILatentPredicto
             output = nn.Linear(h, d);
         }
         out_norm = nn.LayerNorm(h);
+        // Tensor fields become buffers here (pre_mean, pre_std, post_mean, post_std): saved, moved with .to(), never trained.
         RegisterComponents();
-        register_buffer("pre_mean", pre_mean);
-        register_buffer("pre_std", pre_std);
-        register_buffer("post_mean", post_mean);
-        register_buffer("post_std", post_std);
     }
 
     /// <summary>Sets the standardisation from training data: pre [N, D], post [N, K, D] (stds floored to avoid dividing by ~0).</summary>
