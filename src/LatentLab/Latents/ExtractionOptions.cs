@@ -4,7 +4,7 @@ using LatentLab.Tensors;
 namespace LatentLab.Latents;
 
 /// <summary>Which trace the targets are read from.</summary>
-public enum TraceSource
+public enum TraceMode
 {
     /// <summary>The teacher's own greedy trace from the prompt: the states it actually reaches.</summary>
     Own,
@@ -50,7 +50,7 @@ public sealed record ExtractionOptions
     public string DType { get; init; } = "f32";
     public string? Compute { get; init; }
     public int BatchSize { get; init; } = 64;
-    public TraceSource Trace { get; init; } = TraceSource.Own;
+    public TraceMode Trace { get; init; } = TraceMode.Own;
     /// <summary>Generation budget per trace; null: the reference continuation's length plus 16.</summary>
     public int? MaxNewTokens { get; init; }
     public int RowsPerFile { get; init; } = 256;

@@ -172,7 +172,7 @@ public static class LatentExtraction
             {
                 var prompt = fmt.PromptIds(p, thinking: true);
                 promptIds.Add(prompt);
-                if (o.Trace == TraceSource.Own)
+                if (o.Trace == TraceMode.Own)
                 {
                     starts.Add(prompt);
                     maxNew = Math.Max(maxNew, o.MaxNewTokens ?? fmt.MaxNewTokens(p));

@@ -25,8 +25,8 @@ public sealed record StoreSettings
     /// <summary>The hook point, layer resolved (blocks.-2.resid_post on 4 layers is blocks.2.resid_post).</summary>
     public required string Point { get; init; }
     public required string PositionRule { get; init; }
-    public required TraceSource Trace { get; init; }
-    public required string DType { get; init; }
+    public required TraceMode Trace { get; init; }
+    [JsonPropertyName("dtype")] public required string DType { get; init; }
     public required string Compute { get; init; }
     public required int K { get; init; }
     public int? MaxNewTokens { get; init; }
@@ -133,6 +133,8 @@ public static class LatentJson
     {
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         WriteIndented = true,
+        // Prompts are full of '+' and '<': keep them readable in the files.
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
     };
 
