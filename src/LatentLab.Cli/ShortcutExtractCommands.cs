@@ -35,9 +35,10 @@ public static class ShortcutExtractCommands
         var rowsPerFile = new Option<int>("--rows-per-file") { Description = "problems per safetensors file (the unit of resuming)", DefaultValueFactory = _ => new ExtractionOptions().RowsPerFile };
         var maxNew = new Option<int?>("--max-new-tokens") { Description = "generation budget per trace (default: the reference length + 16)" };
         var device = CliSupport.DeviceOption();
+        var threads = CliSupport.ThreadsOption();
 
         var cmd = new Command("extract", "Run the teacher on a task and store h_pre (last prompt token) and h_post (</think> boundary) for every problem; resumes if killed")
-            { teacher, task, difficulty, split, n, seed, point, k, dtype, compute, batch, output, shard, trace, rowsPerFile, maxNew, device };
+            { teacher, task, difficulty, split, n, seed, point, k, dtype, compute, batch, output, shard, trace, rowsPerFile, maxNew, device, threads };
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var path = pr.GetValue(teacher)!;
@@ -60,7 +61,7 @@ public static class ShortcutExtractCommands
             o.Validate();
             var outDir = pr.GetValue(output)!;
 
-            TorchRuntime.Initialize();
+            TorchRuntime.Initialize(pr.GetValue(threads));
             var fmt = TraceFormat.ForModel(modelDir, family);
             using var model = Checkpoints.Load(modelDir, device: TorchRuntime.ParseDevice(pr.GetValue(device)!));
             var problems = TaskSplits.Generate(family, splitValue, count, diff, s);
