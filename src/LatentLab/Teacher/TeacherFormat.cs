@@ -24,37 +24,28 @@ public sealed class TeacherFormat
         var missing = family.Alphabet.Where(c => tokenizer.TokenToId(c.ToString()) is null).ToList();
         if (missing.Count > 0)
             throw new ArgumentException($"tokenizer lacks characters of task '{family.Name}': {string.Join("", missing)}");
+        Trace = new TraceFormat(family, tokenizer, Chat);
     }
 
     /// <summary>A tokenizer whose alphabet is the family's (sorted, so the same family always gets the same ids).</summary>
     public static TeacherFormat Create(ITaskFamily family) =>
         new(family, CharTokenizer.Create(family.Alphabet.Concat(StepSeparator).OrderBy(c => c)));
 
-    public string Thinking(TaskProblem p) => string.Join(StepSeparator, p.Steps);
+    /// <summary>The same layout as a general <see cref="TraceFormat"/> (Plain chat family), for code that also runs on chat models.</summary>
+    public TraceFormat Trace { get; }
+
+    public static implicit operator TraceFormat(TeacherFormat f) => f.Trace;
+
+    public string Thinking(TaskProblem p) => Trace.Thinking(p);
 
     /// <summary>Prompt ids (with &lt;bos&gt; and the mode marker): what the model is given at test time.</summary>
-    public int[] PromptIds(TaskProblem p, bool thinking) => Tokenizer.Encode(Chat.Prompt(p.Prompt, thinking), addSpecialTokens: true);
+    public int[] PromptIds(TaskProblem p, bool thinking) => Trace.PromptIds(p, thinking);
 
     /// <summary>The whole training sequence and where its prompt ends (loss is taken after it).</summary>
-    public (int[] Ids, int PromptLength) Sequence(TaskProblem p, bool thinking)
-    {
-        var ids = Tokenizer.Encode(Chat.Trace(p.Prompt, thinking ? Thinking(p) : null, p.Answer), addSpecialTokens: true);
-        return (ids, PromptIds(p, thinking).Length);
-    }
+    public (int[] Ids, int PromptLength) Sequence(TaskProblem p, bool thinking) => Trace.Sequence(p, thinking);
 
     /// <summary>The answer in a generated continuation (prompt excluded), or null when the model never closed its thinking.</summary>
-    public string? ParseAnswer(IReadOnlyList<int> generated, bool thinking)
-    {
-        var text = Tokenizer.Decode(generated);
-        if (thinking)
-        {
-            int end = text.IndexOf(Chat.ThinkEnd, StringComparison.Ordinal);
-            if (end < 0) return null;
-            text = text[(end + Chat.ThinkEnd.Length)..];
-        }
-        int eos = text.IndexOf(Chat.EndOfTurn, StringComparison.Ordinal);
-        return (eos >= 0 ? text[..eos] : text).Trim();
-    }
+    public string? ParseAnswer(IReadOnlyList<int> generated, bool thinking) => Trace.ParseAnswer(generated, thinking);
 
     /// <summary>
     /// Right-padded batch: input ids [B, T], next-token targets [B, T] (-100 where no loss: the prompt and the padding)

@@ -1,0 +1,135 @@
+using LatentLab.Tasks;
+using LatentLab.Text;
+
+namespace LatentLab.Teacher;
+
+/// <summary>
+/// Where a trace's states are read. <see cref="Pre"/>: the last prompt token, before any thinking.
+/// <see cref="Post"/>: the token that completes the end-of-thinking marker (the marker itself when it is one token).
+/// <see cref="FirstAnswer"/>: the first token after the marker whose text is not template whitespace (the trace's
+/// length when the trace stops before any answer). Always Pre &lt; Post &lt; FirstAnswer.
+/// </summary>
+public readonly record struct TracePositions(int Pre, int Post, int FirstAnswer);
+
+/// <summary>
+/// A task family's problems laid out in one chat format (Plain for the char-level teacher, Qwen3 or Gemma for a
+/// Hugging Face checkpoint) with one tokenizer: prompt ids, reference traces, where thinking ends, where the
+/// answer begins and what the answer is. Traces are always the prompt's ids followed by the continuation's
+/// ids, so a generated trace and a reference trace agree token for token on the prompt.
+/// </summary>
+public sealed class TraceFormat
+{
+    public ITaskFamily Family { get; }
+    public ITokenizer Tokenizer { get; }
+    public ChatFormat Chat { get; }
+
+    /// <summary>Joins the reference steps inside the think block: ';' for the char teacher (its training format),
+    /// a newline for chat models, whose thinking is line-oriented text.</summary>
+    public string StepSeparator { get; }
+
+    public TraceFormat(ITaskFamily family, ITokenizer tokenizer, ChatFormat chat)
+    {
+        Family = family ?? throw new ArgumentNullException(nameof(family));
+        Tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
+        Chat = chat ?? throw new ArgumentNullException(nameof(chat));
+        StepSeparator = chat.Family == ChatFamily.Plain ? TeacherFormat.StepSeparator : "\n";
+        if (chat.Family == ChatFamily.Plain && tokenizer.BosId is null)
+            throw new ArgumentException("the Plain trace format needs a tokenizer with <bos> (a CharTokenizer)");
+    }
+
+    /// <summary>The format of a model folder: its tokenizer and the chat family <see cref="ChatFormat.Detect"/> finds.</summary>
+    public static TraceFormat ForModel(string modelDir, ITaskFamily family)
+    {
+        var tok = TokenizerLoader.TryLoadFromDirectory(modelDir)
+            ?? throw new FileNotFoundException($"{modelDir}: no tokenizer.json in the model folder", Path.Combine(modelDir, "tokenizer.json"));
+        return new TraceFormat(family, tok, ChatFormat.Detect(modelDir));
+    }
+
+    // The char teacher's strings carry no <bos>; its tokenizer adds it. Chat strings are complete (ChatFormat's contract).
+    bool AddSpecial => Chat.Family == ChatFamily.Plain;
+
+    public string Thinking(TaskProblem p) => string.Join(StepSeparator, p.Steps);
+
+    /// <summary>Ids of the text the model is given (with its &lt;bos&gt;), thinking or direct-answer mode.</summary>
+    public int[] PromptIds(TaskProblem p, bool thinking = true) => Tokenizer.Encode(Chat.Prompt(p.Prompt, thinking), AddSpecial);
+
+    /// <summary>The reference trace (prompt, the task's own steps, answer, end of turn) and its prompt length.</summary>
+    public (int[] Ids, int PromptLength) Sequence(TaskProblem p, bool thinking = true)
+    {
+        var prompt = Chat.Prompt(p.Prompt, thinking);
+        var trace = Chat.Trace(p.Prompt, thinking ? Thinking(p) : null, p.Answer);
+        if (!trace.StartsWith(prompt, StringComparison.Ordinal))
+            throw new InvalidOperationException($"{Chat}: the trace of '{p.Prompt}' does not start with its prompt");
+        var promptIds = Tokenizer.Encode(prompt, AddSpecial);
+        var rest = Tokenizer.Encode(trace[prompt.Length..], addSpecialTokens: false);
+        return ([.. promptIds, .. rest], promptIds.Length);
+    }
+
+    /// <summary>Tokens that end a turn: the end-of-turn marker when it is a single token, and the tokenizer's eos.</summary>
+    public IReadOnlyList<int> StopTokens
+    {
+        get
+        {
+            var stops = new List<int>();
+            if (Tokenizer.TokenToId(Chat.EndOfTurn) is int id && Tokenizer.Encode(Chat.EndOfTurn) is [var only] && only == id) stops.Add(id);
+            if (Tokenizer.EosId is int eos && !stops.Contains(eos)) stops.Add(eos);
+            if (stops.Count == 0) throw new InvalidOperationException($"{Chat}: the tokenizer has neither '{Chat.EndOfTurn}' as one token nor an eos token");
+            return stops;
+        }
+    }
+
+    /// <summary>The answer in a generated continuation (prompt excluded), or null when thinking was never closed.</summary>
+    public string? ParseAnswer(IReadOnlyList<int> generated, bool thinking = true)
+    {
+        var text = Tokenizer.Decode(generated);
+        if (thinking)
+        {
+            int end = text.IndexOf(Chat.ThinkEnd, StringComparison.Ordinal);
+            if (end < 0) return null;
+            text = text[(end + Chat.ThinkEnd.Length)..];
+        }
+        int eot = text.IndexOf(Chat.EndOfTurn, StringComparison.Ordinal);
+        return (eot >= 0 ? text[..eot] : text).Trim();
+    }
+
+    /// <summary>
+    /// The pre / post / first-answer positions of a thinking trace whose prompt is its first
+    /// <paramref name="promptLength"/> ids; null when the thinking block is never closed after the prompt.
+    /// A marker split over several tokens gives Post = the token completing it, unless that token already holds
+    /// answer text: then the token before it, so Post always stays before the first answer token (and null when
+    /// that would leave no token after the prompt).
+    /// </summary>
+    public TracePositions? Locate(IReadOnlyList<int> traceIds, int promptLength)
+    {
+        ArgumentNullException.ThrowIfNull(traceIds);
+        if (promptLength < 1 || promptLength > traceIds.Count)
+            throw new ArgumentOutOfRangeException(nameof(promptLength), $"prompt length {promptLength} is outside the trace (length {traceIds.Count})");
+        int start = Chat.FindThinkEnd(traceIds, Tokenizer, promptLength);
+        if (start < 0) return null;
+
+        string Text(int from, int toInclusive) => Tokenizer.Decode(traceIds.Skip(from).Take(toInclusive - from + 1));
+        int end = start;
+        while (!Text(start, end).Contains(Chat.ThinkEnd, StringComparison.Ordinal)) end++;
+
+        int firstAnswer = traceIds.Count;
+        for (int j = end; j < traceIds.Count; j++)
+        {
+            var text = Text(start, j);
+            var after = text[(text.IndexOf(Chat.ThinkEnd, StringComparison.Ordinal) + Chat.ThinkEnd.Length)..];
+            if (!string.IsNullOrWhiteSpace(after)) { firstAnswer = j; break; }
+        }
+        int pre = promptLength - 1;
+        int post = Math.Min(end, firstAnswer - 1);
+        return post > pre ? new TracePositions(pre, post, firstAnswer) : null;
+    }
+
+    /// <summary>A generation budget for a thinking trace of <paramref name="p"/>: its reference continuation plus slack,
+    /// so a model that rambles is cut, not waited on.</summary>
+    public int MaxNewTokens(TaskProblem p, int slack = 16)
+    {
+        var (ids, promptLength) = Sequence(p, thinking: true);
+        return ids.Length - promptLength + slack;
+    }
+
+    public override string ToString() => $"TraceFormat({Family.Name}, {Chat.Family})";
+}
