@@ -34,11 +34,16 @@ public static class ShortcutExtractCommands
         var trace = new Option<string>("--trace") { Description = "own (the teacher's greedy trace) or reference (the task's steps, teacher-forced to </think>)", DefaultValueFactory = _ => "own" };
         var rowsPerFile = new Option<int>("--rows-per-file") { Description = "problems per safetensors file (the unit of resuming)", DefaultValueFactory = _ => new ExtractionOptions().RowsPerFile };
         var maxNew = new Option<int?>("--max-new-tokens") { Description = "generation budget per trace (default: the reference length + 16)" };
+        var edit = new Option<string?>("--edit")
+        {
+            Description = "paraphrase or rename: store the edited twin of each problem instead (row-aligned with the same command " +
+                          "without --edit; uses reference traces so no row is skipped), for shortcut train --paraphrase/--rename",
+        };
         var device = CliSupport.DeviceOption();
         var threads = CliSupport.ThreadsOption();
 
         var cmd = new Command("extract", "Run the teacher on a task and store h_pre (last prompt token) and h_post (</think> boundary) for every problem; resumes if killed")
-            { teacher, task, difficulty, split, n, seed, point, k, dtype, compute, batch, output, shard, trace, rowsPerFile, maxNew, device, threads };
+            { teacher, task, difficulty, split, n, seed, point, k, dtype, compute, batch, output, shard, trace, rowsPerFile, maxNew, edit, device, threads };
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var path = pr.GetValue(teacher)!;
@@ -51,6 +56,14 @@ public static class ShortcutExtractCommands
             long s = pr.GetValue(seed);
             var traceName = pr.GetValue(trace)!;
             var traceValue = Enum.TryParse<TraceMode>(traceName, ignoreCase: true, out var tv) ? tv : throw new UserError($"unknown trace '{traceName}': use own or reference");
+            EditKind? editKind = pr.GetValue(edit) switch
+            {
+                null => null,
+                "paraphrase" => EditKind.Paraphrase,
+                "rename" => EditKind.Rename,
+                var e => throw new UserError($"unknown edit '{e}': use paraphrase or rename"),
+            };
+            if (editKind is not null) traceValue = TraceMode.Reference;
             var o = new ExtractionOptions
             {
                 Point = pr.GetValue(point)!, K = pr.GetValue(k), DType = pr.GetValue(dtype)!, Compute = pr.GetValue(compute),
@@ -65,6 +78,13 @@ public static class ShortcutExtractCommands
             var fmt = TraceFormat.ForModel(modelDir, family);
             using var model = Checkpoints.Load(modelDir, device: TorchRuntime.ParseDevice(pr.GetValue(device)!));
             var problems = TaskSplits.Generate(family, splitValue, count, diff, s);
+            if (editKind is { } ek)
+            {
+                var edits = problems.Select((p, i) => family.Edit(p, ek, s * 7919 + i)).ToList();
+                if (edits.FirstOrDefault(e => !e.Supported) is { } unsupported)
+                    throw new UserError($"{family.Name} cannot make a {ek.ToString().ToLowerInvariant()} twin: {unsupported.Description}");
+                problems = edits.Select(e => e.Edited).ToList();
+            }
             var (start, end) = o.Shard.Range(problems.Count);
             Console.WriteLine($"extracting {o.Point} (K={o.K}, {o.DType}) from {modelDir} ({fmt.Chat.Family} format) on {end - start} {splitValue.ToString().ToLowerInvariant()} " +
                 $"problems of {family.Name} (difficulty {diff}, shard {o.Shard}), {o.Trace.ToString().ToLowerInvariant()} traces → {outDir}");
