@@ -10,5 +10,6 @@ public static class ShortcutCommands
         ShortcutExtractCommands.Extract(),
         ShortcutExtractCommands.Merge(),
         ShortcutTrainCommands.Train(),
+        ShortcutStudyCommands.Study(),
     };
 }

@@ -74,8 +74,9 @@ public static class TeacherCommands
         var output = new Option<string>("--out") { DefaultValueFactory = _ => "runs/demo" };
         var steps = new Option<long>("--steps") { Description = "teacher training steps", DefaultValueFactory = _ => new TeacherOptions().Steps };
         var demoDevice = CliSupport.DeviceOption();
-        var cmd = new Command("demo", "The main job: train the teacher on 4-digit addition and report its verified accuracy with and without thinking")
-            { output, steps, demoDevice };
+        var teacherOnly = new Option<bool>("--teacher-only") { Description = "stop after the teacher (skip the latent shortcut study)" };
+        var cmd = new Command("demo", "The main job: train a teacher on 4-digit addition, then run the latent shortcut study on it and print the no-go table")
+            { output, steps, demoDevice, teacherOnly };
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var sw = Stopwatch.StartNew();
@@ -83,6 +84,15 @@ public static class TeacherCommands
             AnsiConsole.MarkupLine($"[bold]LatentLab demo[/]: training a {o.Layers}-layer d={o.Hidden} teacher on {o.Task} ({o.Steps} steps), then grading it.");
             var report = TeacherTraining.Train(o);
             PrintReport(report);
+            if (!pr.GetValue(teacherOnly))
+            {
+                AnsiConsole.MarkupLine("[bold]Latent shortcut study[/]: can a predictor of the post-thinking state replace the trace?");
+                var study = LatentLab.Methods.Shortcut.ShortcutStudy.Run(new LatentLab.Methods.Shortcut.ShortcutStudyOptions
+                {
+                    ModelDir = report.ModelDir, Task = o.Task, OutDir = Path.Combine(pr.GetValue(output)!, "shortcut"), Device = o.Device,
+                });
+                ShortcutStudyCommands.PrintNoGo(study);
+            }
             AnsiConsole.MarkupLine($"[bold]demo finished in {sw.Elapsed.TotalSeconds:F0} s[/]; run folder: {Markup.Escape(Path.GetFullPath(pr.GetValue(output)!))}");
             return 0;
         }));
