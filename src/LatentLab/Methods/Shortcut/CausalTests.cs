@@ -28,7 +28,7 @@ public sealed record LexicalResult(Proportion LinearPerDigit, Proportion Nearest
     public Proportion Best => LinearPerDigit.Value >= NearestNeighbour.Value ? LinearPerDigit : NearestNeighbour;
 }
 
-/// <summary>Held-out accuracy of a linear classifier telling true h_post from predicted ĥ_post (50% = indistinguishable).</summary>
+/// <summary>Held-out accuracy of a linear classifier (on states and their squares) telling true h_post from predicted ĥ_post (50% = indistinguishable).</summary>
 public sealed record SeparabilityResult(double HeldOutAccuracy, int TrainRows, int TestRows);
 
 public static class CausalTests
@@ -177,7 +177,7 @@ public static class CausalTests
     // ---- train/inference separability ----
 
     /// <summary>
-    /// Logistic regression on standardised states: true h_post (label 1) against predicted ĥ_post (label 0) of the same
+    /// Logistic regression on standardised states and their squares: true h_post (label 1) against predicted ĥ_post (label 0) of the same
     /// problems; trained on even-numbered problems, scored on odd ones, so no problem is on both sides.
     /// </summary>
     public static SeparabilityResult Separability(Tensor post, Tensor hat, int steps = 300, long seed = 0)
@@ -186,8 +186,11 @@ public static class CausalTests
         torch.manual_seed(seed);
         long n = post.shape[0];
         if (n < 4) throw new ArgumentException("separability needs at least 4 problems");
-        var real = post.reshape(n, -1).to(ScalarType.Float32).cpu();
-        var fake = hat.reshape(n, -1).to(ScalarType.Float32).cpu();
+        // States and their squares: a mean-like prediction sits inside the cloud of true states, where no hyperplane
+        // finds it, but its spread is wrong, which the squares expose.
+        Tensor Features(Tensor t) { var x = t.reshape(n, -1).to(ScalarType.Float32).cpu(); return cat(new[] { x, x * x }, 1); }
+        var real = Features(post);
+        var fake = Features(hat);
         var even = arange(0, n, 2, dtype: ScalarType.Int64);
         var odd = arange(1, n, 2, dtype: ScalarType.Int64);
         (Tensor X, Tensor Y) Side(Tensor idx) =>

@@ -12,7 +12,7 @@ public sealed record ShortcutEvalOptions
     /// <summary>Hook point where h_pre / h_post were read (the store's manifest names it); the delta and LoRA arms act there.</summary>
     public string Point { get; init; } = "blocks.1.resid_post";
     /// <summary>Training budget shared by the distillation student, the soft-token projection and the LoRA student.</summary>
-    public int TrainSteps { get; init; } = 300;
+    public int TrainSteps { get; init; } = 150;
     public int TrainBatch { get; init; } = 64;
     public double DistillLearningRate { get; init; } = 1e-3;
     public double ProjectionLearningRate { get; init; } = 3e-3;
@@ -23,7 +23,7 @@ public sealed record ShortcutEvalOptions
     public double[] Alphas { get; init; } = { 0.25, 0.5, 1, 1.5, 2 };
     public double[] SoftScales { get; init; } = { 0.25, 0.5, 1, 1.5, 2 };
     /// <summary>Test problems used for the edit, intervention and length tests (the first ones of the test set).</summary>
-    public int Phase3Problems { get; init; } = 200;
+    public int Phase3Problems { get; init; } = 150;
     /// <summary>Lengths beyond the test difficulty for the OOD accuracy-vs-length test.</summary>
     public int OodExtra { get; init; } = 2;
     /// <summary>The latent arm whose numbers go into the no-go table ("soft-tokens" or "residual-delta"); null = the more accurate.</summary>

@@ -30,6 +30,9 @@ public static class ShortcutEvaluation
         Check(train, preTrain, postTrain, "train");
         Check(test, preTest, postTest, "test");
         Directory.CreateDirectory(outDir);
+        // The trained arms start fresh every evaluation: the trainer would otherwise resume (or refuse) an old run there.
+        foreach (var old in new[] { "train-distillation", "train-soft-tokens", "train-lora" }.Select(d => Path.Combine(outDir, d)))
+            if (Directory.Exists(old)) Directory.Delete(old, true);
         var total = Stopwatch.StartNew();
         var c = teacher.Config;
         teacher.eval();
