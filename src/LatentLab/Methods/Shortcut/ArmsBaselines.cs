@@ -1,0 +1,121 @@
+using LatentLab.Generation;
+using LatentLab.Models;
+using LatentLab.Tasks;
+using LatentLab.Teacher;
+using LatentLab.Training;
+using static TorchSharp.torch;
+
+namespace LatentLab.Methods.Shortcut;
+
+/// <summary>How long a trained arm trains: the same budget for distillation, projection and LoRA, so none is favoured.</summary>
+public sealed record ArmTraining(int Steps = 300, int BatchSize = 64, double LearningRate = 1e-3, long Seed = 0)
+{
+    public TrainerConfig Trainer(string outDir) => new()
+    {
+        Steps = Steps,
+        LearningRate = LearningRate,
+        WarmupSteps = Math.Min(30, Steps / 10),
+        MinLrRatio = 0.1,
+        WeightDecay = 0.0,
+        ClipNorm = 1.0,
+        LogEvery = Math.Max(1, Steps / 5),
+        CheckpointEvery = 0,
+        Seed = Seed,
+        OutDir = outDir,
+        ProgressBar = false,
+    };
+
+    /// <summary>A batch of training indices for an update, a pure function of (seed, step), all with one prompt length.</summary>
+    public int[] BatchIndices(IReadOnlyList<int[]> groups, long step)
+    {
+        var rng = new Random(unchecked((int)Seeds.For(Seed, step)));
+        // Groups are drawn in proportion to their size, rows uniformly inside the group.
+        int total = groups.Sum(g => g.Length), pick = rng.Next(total);
+        var g = groups.First(x => (pick -= x.Length) < 0);
+        return Enumerable.Range(0, Math.Min(BatchSize, g.Length)).Select(_ => g[rng.Next(g.Length)]).ToArray();
+    }
+
+    /// <summary>Approximate training compute: forward + backward ≈ 3 forwards per token.</summary>
+    public double Flops(TransformerConfig c, double seqLen) => 3.0 * Steps * BatchSize * ArmsCommon.AnswerFlops(c, seqLen);
+}
+
+/// <summary>Arm 1: the teacher's own explicit thinking (prompt, full trace, answer).</summary>
+public static class ThinkingArm
+{
+    public static ArmAnswers Answer(DecoderLM teacher, TeacherFormat fmt, IReadOnlyList<TaskProblem> problems, int batchSize = 128) =>
+        PromptArm.Answer(teacher, fmt, problems, p => fmt.PromptIds(p, true), thinking: true, batchSize);
+}
+
+/// <summary>Arm 2: the teacher asked for the answer directly (&lt;direct&gt; mode), no thinking.</summary>
+public static class DirectArm
+{
+    public static ArmAnswers Answer(DecoderLM model, TeacherFormat fmt, IReadOnlyList<TaskProblem> problems, int batchSize = 128) =>
+        PromptArm.Answer(model, fmt, problems, p => fmt.PromptIds(p, false), thinking: false, batchSize);
+}
+
+/// <summary>Greedy answers from token prompts; token-steps = prompt + every sampled token (the stop token included).</summary>
+public static class PromptArm
+{
+    public static ArmAnswers Answer(DecoderLM model, TeacherFormat fmt, IReadOnlyList<TaskProblem> problems, Func<TaskProblem, int[]> prompt,
+        bool thinking, int batchSize = 128)
+    {
+        var gen = new TextGenerator(model);
+        int eos = fmt.Tokenizer.EosId ?? throw new InvalidOperationException("tokenizer has no <eos>");
+        var answers = new string?[problems.Count];
+        var correct = new bool[problems.Count];
+        var steps = new double[problems.Count];
+        using var _ = no_grad();
+        for (int start = 0; start < problems.Count; start += batchSize)
+        {
+            var chunk = problems.Skip(start).Take(batchSize).ToList();
+            var prompts = chunk.Select(prompt).ToList();
+            int maxNew = thinking
+                ? chunk.Max(p => { var (ids, pl) = fmt.Sequence(p, true); return ids.Length - pl; }) + 8
+                : ArmsCommon.MaxAnswerTokens(fmt, chunk);
+            using var r = gen.Generate(prompts, new GenerationConfig(MaxNewTokens: maxNew, StopTokens: new[] { eos }));
+            for (int i = 0; i < chunk.Count; i++)
+            {
+                var a = fmt.ParseAnswer(r.Tokens[i], thinking);
+                answers[start + i] = a;
+                correct[start + i] = a is not null && fmt.Family.Verify(chunk[i], a);
+                steps[start + i] = prompts[i].Length + r.Sampled[i];
+            }
+        }
+        return new ArmAnswers(answers, correct, steps);
+    }
+}
+
+/// <summary>
+/// Arm 3, the seed's key control: a student of the teacher's size (a copy of it) fine-tuned to answer directly,
+/// on `prompt&lt;direct&gt;answer&lt;eos&gt;` with the teacher's own verified answers to the training problems. If a
+/// latent shortcut cannot beat this, it compresses nothing that plain answer distillation does not.
+/// </summary>
+public static class DistillationBaseline
+{
+    public static DecoderLM Train(DecoderLM teacher, TeacherFormat fmt, IReadOnlyList<ShortcutSample> train, ArmTraining budget,
+        string outDir, TextWriter? log = null)
+    {
+        var usable = train.Where(s => s.Verified && s.TeacherAnswer is not null).ToList();
+        if (usable.Count == 0) throw new ArgumentException("distillation: no verified teacher answer among the training samples");
+        var seqs = usable.Select(s =>
+        {
+            var prompt = fmt.PromptIds(s.Problem, false);
+            return (prompt.Concat(ArmsCommon.AnswerIds(fmt, s.TeacherAnswer!)).ToArray(), prompt.Length);
+        }).ToList();
+        var groups = Enumerable.Range(0, seqs.Count).GroupBy(i => seqs[i].Length).Select(g => g.ToArray()).ToList();
+        var student = ArmsCommon.CopyOf(teacher);
+        student.train();
+        var trainable = new Trainable(student, (step, micro) =>
+        {
+            var idx = budget.BatchIndices(groups, step);
+            var (ids, targets, mask, lossTokens) = fmt.Batch(idx.Select(i => seqs[i]).ToList());
+            var dev = student.Device;
+            using var output = student.Forward(ids.to(dev), attentionMask: mask.to(dev));
+            var loss = nn.functional.cross_entropy(output.Logits!.view(-1, student.Config.VocabSize), targets.to(dev).view(-1), ignore_index: -100);
+            return new TrainLoss(loss, lossTokens);
+        });
+        new Trainer(budget.Trainer(outDir), null, log ?? TextWriter.Null).Run(trainable);
+        student.eval();
+        return student;
+    }
+}

@@ -1,0 +1,120 @@
+using LatentLab.Generation;
+using LatentLab.Models;
+using LatentLab.Tasks;
+using LatentLab.Teacher;
+using LatentLab.Training;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace LatentLab.Methods.Shortcut;
+
+/// <summary>
+/// Maps predicted post-states (residual-stream vectors at the hook point) into the teacher's input-embedding space:
+/// RMS-normalise, then one shared linear map per soft token. Normalising first keeps the map's job a rotation
+/// and scale, whatever the layer's norm.
+/// </summary>
+public sealed class SoftTokenProjection : nn.Module<Tensor, Tensor>
+{
+    readonly Linear proj;
+
+    public SoftTokenProjection(long hidden) : base("soft_token_projection")
+    {
+        proj = nn.Linear(hidden, hidden);
+        RegisterComponents();
+    }
+
+    /// <param name="h">[B, K, D] predicted states</param>
+    public override Tensor forward(Tensor h)
+    {
+        using var scope = NewDisposeScope();
+        var n = h * (h.pow(2).mean(new long[] { -1 }, keepdim: true) + 1e-6).rsqrt();
+        return proj.forward(n).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>
+/// Arm 4: predicted soft latent tokens. Input = prompt embeddings ++ scale·proj(ĥ) (K slots) ++ embed(&lt;/think&gt;),
+/// then greedy decoding of the answer by the frozen teacher. Only the projection is trained, with answer
+/// cross-entropy through the frozen teacher on the training problems' predicted states.
+/// </summary>
+public static class SoftTokenInjection
+{
+    public static SoftTokenProjection Train(DecoderLM teacher, TeacherFormat fmt, IReadOnlyList<ShortcutSample> train, Tensor hatTrain,
+        ArmTraining budget, string outDir, TextWriter? log = null)
+    {
+        var usable = Enumerable.Range(0, train.Count).Where(i => train[i].Verified && train[i].TeacherAnswer is not null).ToList();
+        if (usable.Count == 0) throw new ArgumentException("soft tokens: no verified teacher answer among the training samples");
+        var seqs = usable.Select(i =>
+        {
+            var prompt = ArmsCommon.ShortcutPrompt(fmt, train[i].Problem);
+            return (prompt.Concat(ArmsCommon.AnswerIds(fmt, train[i].TeacherAnswer!)).ToArray(), prompt.Length);
+        }).ToList();
+        var groups = Enumerable.Range(0, seqs.Count).GroupBy(j => seqs[j].Item2).Select(g => g.ToArray()).ToList();
+        var proj = new SoftTokenProjection(teacher.Config.HiddenSize);
+        proj.to(teacher.Device);
+        var restore = ArmsCommon.Freeze(teacher);
+        try
+        {
+            var trainable = new Trainable(proj, (step, micro) =>
+            {
+                var idx = budget.BatchIndices(groups, step);
+                var (ids, targets, mask, lossTokens) = fmt.Batch(idx.Select(j => seqs[j]).ToList());
+                var hat = ArmsCommon.Rows(hatTrain, idx.Select(j => usable[j]).ToList()).to(teacher.Device);
+                int p = seqs[idx[0]].Item2 - 1; // prompt length without the closing marker
+                var (emb, tgt, m) = Splice(teacher, ids.to(teacher.Device), targets.to(teacher.Device), mask.to(teacher.Device), proj.forward(hat), p);
+                using var output = teacher.Forward(inputEmbeds: emb, attentionMask: m);
+                var loss = nn.functional.cross_entropy(output.Logits!.view(-1, teacher.Config.VocabSize), tgt.view(-1), ignore_index: -100);
+                return new TrainLoss(loss, lossTokens);
+            });
+            new Trainer(budget.Trainer(outDir), null, log ?? TextWriter.Null).Run(trainable);
+        }
+        finally { restore(); }
+        proj.eval();
+        return proj;
+    }
+
+    /// <summary>Inserts the soft tokens after the first <paramref name="p"/> positions of a teacher-forced batch.</summary>
+    static (Tensor Embeds, Tensor Targets, Tensor Mask) Splice(DecoderLM teacher, Tensor ids, Tensor targets, Tensor mask, Tensor soft, int p)
+    {
+        long b = ids.shape[0], k = soft.shape[1];
+        var e = teacher.Embed(ids);
+        var emb = cat(new[] { e.narrow(1, 0, p), soft.to(e.dtype), e.narrow(1, p, e.shape[1] - p) }, 1);
+        var none = full(b, k, -100L, dtype: ScalarType.Int64, device: ids.device);
+        var tgt = cat(new[] { targets.narrow(1, 0, p), none, targets.narrow(1, p, targets.shape[1] - p) }, 1);
+        var m = cat(new[] { mask.narrow(1, 0, p), ones(b, k, dtype: ScalarType.Int64, device: ids.device), mask.narrow(1, p, mask.shape[1] - p) }, 1);
+        return (emb, tgt, m);
+    }
+
+    /// <summary>Greedy answers with the soft tokens scaled by <paramref name="scale"/>; token-steps = prompt + K + 1 + sampled.</summary>
+    public static ArmAnswers Answer(DecoderLM teacher, TeacherFormat fmt, SoftTokenProjection proj, IReadOnlyList<TaskProblem> problems,
+        Tensor hat, double scale = 1.0, int batchSize = 128)
+    {
+        var gen = new TextGenerator(teacher);
+        int eos = fmt.Tokenizer.EosId ?? throw new InvalidOperationException("tokenizer has no <eos>");
+        var prompts = problems.Select(p => fmt.PromptIds(p, true)).ToList();
+        var generated = new int[problems.Count][];
+        var steps = new double[problems.Count];
+        int maxNew = ArmsCommon.MaxAnswerTokens(fmt, problems);
+        long k = hat.shape[1];
+        using var _ = no_grad();
+        foreach (var idx in ArmsCommon.LengthBatches(prompts, batchSize))
+        {
+            using var scope = NewDisposeScope();
+            var dev = teacher.Device;
+            var ids = tensor(idx.SelectMany(i => prompts[i].Append(ArmsCommon.ThinkEndId(fmt)).Select(x => (long)x)).ToArray())
+                .view(idx.Length, -1).to(dev);
+            int p = prompts[idx[0]].Length;
+            var e = teacher.Embed(ids);
+            var soft = proj.forward(ArmsCommon.Rows(hat, idx).to(dev)) * scale;
+            var emb = cat(new[] { e.narrow(1, 0, p), soft.to(e.dtype), e.narrow(1, p, 1) }, 1);
+            using var r = gen.GenerateFromEmbeddings(emb, null, new GenerationConfig(MaxNewTokens: maxNew, StopTokens: new[] { eos }));
+            for (int j = 0; j < idx.Length; j++)
+            {
+                generated[idx[j]] = r.Tokens[j];
+                steps[idx[j]] = p + k + 1 + r.Sampled[j];
+            }
+        }
+        return ArmsCommon.Grade(fmt, problems, generated, steps);
+    }
+}

@@ -1,0 +1,193 @@
+using System.Diagnostics;
+using LatentLab.Evaluation;
+using LatentLab.IO;
+using LatentLab.Models;
+using LatentLab.Tasks;
+using LatentLab.Teacher;
+using static TorchSharp.torch;
+
+namespace LatentLab.Methods.Shortcut;
+
+/// <summary>
+/// Phase 2 and 3 of the latent-shortcut study in one call: every arm on the same held-out problems (verified
+/// accuracy, Wilson intervals, forward compute per answer), the injection-scale sweeps, the edit / intervention /
+/// length tests, a shallow lexical baseline and the train-vs-inference separability of the states; writes
+/// report.md, shortcut_eval.json and the plots into <c>outDir</c>.
+/// </summary>
+public static class ShortcutEvaluation
+{
+    public const string Thinking = "thinking", Direct = "direct", Distillation = "distillation", SoftTokens = "soft-tokens",
+        ResidualDelta = "residual-delta", LoraArm = "lora-student", KvPrefix = "kv-prefix";
+
+    /// <param name="preTrain">[N, D] h_pre of the training samples (in order).</param>
+    /// <param name="postTrain">[N, K, D] (or [N, D]) h_post of the training samples.</param>
+    public static ShortcutEvalReport Run(DecoderLM teacher, TeacherFormat fmt, ILatentPredictor predictor,
+        IReadOnlyList<ShortcutSample> train, Tensor preTrain, Tensor postTrain,
+        IReadOnlyList<ShortcutSample> test, Tensor preTest, Tensor postTest,
+        ShortcutEvalOptions o, string outDir, TextWriter? log = null, string? predictorName = null)
+    {
+        log ??= TextWriter.Null;
+        Check(train, preTrain, postTrain, "train");
+        Check(test, preTest, postTest, "test");
+        Directory.CreateDirectory(outDir);
+        // The trained arms start fresh every evaluation: the trainer would otherwise resume (or refuse) an old run there.
+        foreach (var old in new[] { "train-distillation", "train-soft-tokens", "train-lora" }.Select(d => Path.Combine(outDir, d)))
+            if (Directory.Exists(old)) Directory.Delete(old, true);
+        var total = Stopwatch.StartNew();
+        var c = teacher.Config;
+        teacher.eval();
+        postTrain = postTrain.dim() == 2 ? postTrain.unsqueeze(1) : postTrain;
+        postTest = postTest.dim() == 2 ? postTest.unsqueeze(1) : postTest;
+        string name = predictorName ?? predictor.GetType().Name;
+        int k = predictor.K;
+        var problems = test.Select(s => s.Problem).ToList();
+        double predictorFlops = ArmsCommon.ModuleFlops(predictor);
+        double projectionFlops = 2.0 * c.HiddenSize * c.HiddenSize * k;
+
+        var hatTrain = ArmsCommon.PredictAll(predictor, preTrain);
+        var hatTest = ArmsCommon.PredictAll(predictor, preTest);
+        var budget = (double lr) => new ArmTraining(o.TrainSteps, o.TrainBatch, lr, o.Seed);
+        int shortcutSeq = train[0].PromptIds.Length + 1 + (train[0].Problem.Answer.Length + 1);
+
+        var arms = new List<ArmResult>();
+        var sw = new Stopwatch();
+        ArmResult Result(string arm, string what, ArmAnswers a, double extraFlops, double trainFlops, string notes) =>
+            new(arm, what, a.Accuracy, a.MeanTokenSteps, a.TokenSteps.Average(t => ArmsCommon.AnswerFlops(c, t)) + extraFlops,
+                trainFlops, sw.Elapsed.TotalSeconds, notes);
+        void Say(string s) => log.WriteLine($"[shortcut eval] {s} ({total.Elapsed.TotalSeconds:F0} s)");
+
+        sw.Restart();
+        var thinking = ThinkingArm.Answer(teacher, fmt, problems, o.EvalBatch);
+        arms.Add(Result(Thinking, "teacher, explicit thinking trace", thinking, 0, 0, "the full trace: the compute to beat"));
+        Say($"thinking {thinking.Accuracy}");
+
+        sw.Restart();
+        var direct = DirectArm.Answer(teacher, fmt, problems, o.EvalBatch);
+        arms.Add(Result(Direct, "teacher, <direct> prompt", direct, 0, 0, "no thinking, no training"));
+        Say($"direct {direct.Accuracy}");
+
+        sw.Restart();
+        using var student = DistillationBaseline.Train(teacher, fmt, train, budget(o.DistillLearningRate), Path.Combine(outDir, "train-distillation"), log);
+        var distill = DirectArm.Answer(student, fmt, problems, o.EvalBatch);
+        arms.Add(Result(Distillation, "teacher copy fine-tuned on prompt<direct>answer (teacher's verified answers)", distill, 0,
+            budget(o.DistillLearningRate).Flops(c, shortcutSeq), $"{o.TrainSteps} steps × {o.TrainBatch}, full fine-tune"));
+        Say($"distillation {distill.Accuracy}");
+
+        sw.Restart();
+        var proj = SoftTokenInjection.Train(teacher, fmt, train, hatTrain, budget(o.ProjectionLearningRate), Path.Combine(outDir, "train-soft-tokens"), log);
+        var softSweep = o.SoftScales.Select(s => (s, SoftTokenInjection.Answer(teacher, fmt, proj, problems, hatTest, s, o.EvalBatch))).ToList();
+        var soft = softSweep.FirstOrDefault(x => x.s == 1.0).Item2 ?? SoftTokenInjection.Answer(teacher, fmt, proj, problems, hatTest, 1.0, o.EvalBatch);
+        arms.Add(Result(SoftTokens, $"prompt ++ proj(ĥ) ({k} soft token{(k > 1 ? "s" : "")}) ++ </think>, frozen teacher", soft,
+            predictorFlops + projectionFlops, budget(o.ProjectionLearningRate).Flops(c, shortcutSeq + k),
+            $"projection trained {o.TrainSteps} steps × {o.TrainBatch} (answer CE through the frozen teacher); scale 1"));
+        Say($"soft tokens {soft.Accuracy}");
+
+        sw.Restart();
+        var deltaSweep = ResidualDeltaInjection.Answer(teacher, fmt, o.Point, problems, hatTest, o.Alphas, o.EvalBatch);
+        int one = Array.IndexOf(o.Alphas, 1.0);
+        var delta = one >= 0 ? deltaSweep[one] : ResidualDeltaInjection.Answer(teacher, fmt, o.Point, problems, hatTest, new[] { 1.0 }, o.EvalBatch)[0];
+        arms.Add(Result(ResidualDelta, $"prompt ++ </think>, h ← h + α(ĥ − h) at {o.Point}, marker position", delta, predictorFlops, 0,
+            "no training; α = 1 (replace)"));
+        Say($"residual delta {delta.Accuracy}");
+
+        sw.Restart();
+        using var lora = LoraStudent.Train(teacher, fmt, o.Point, train, postTrain, budget(o.LoraLearningRate), o.LoraRank, o.LoraLambda,
+            Path.Combine(outDir, "train-lora"), log);
+        var loraAnswers = LoraStudent.Answer(lora, fmt, problems, o.EvalBatch);
+        arms.Add(Result(LoraArm, $"LoRA r={o.LoraRank} student on prompt ++ </think>, CE + {o.LoraLambda}·rel-MSE(h, h_post)", loraAnswers, 0,
+            budget(o.LoraLearningRate).Flops(c, shortcutSeq), $"{o.TrainSteps} steps × {o.TrainBatch}; adapters merged, so no inference overhead; uses no predictor"));
+        Say($"LoRA student {loraAnswers.Accuracy}");
+
+        arms.Add(ArmResult.NotRun(KvPrefix, "predicted KV prefix", "not implemented in this round: needs a predictor of per-layer keys/values, not a single residual state"));
+
+        var sweeps = new List<ScaleSweep>
+        {
+            new(ResidualDelta, "alpha", o.Alphas.Select((a, i) => new SweepPoint(a, deltaSweep[i].Accuracy)).ToList()),
+            new(SoftTokens, "scale", softSweep.Select(x => new SweepPoint(x.s, x.Item2.Accuracy)).ToList()),
+        };
+
+        // ---- Phase 3 ----
+        var family = fmt.Family;
+        int n3 = Math.Min(o.Phase3Problems, problems.Count);
+        var idx3 = Enumerable.Range(0, n3).ToList();
+        var orig = idx3.Select(i => problems[i]).ToList();
+        var hatOrig = ArmsCommon.Rows(hatTest, idx3);
+        var cfs = orig.Select((p, i) => family.Edit(p, EditKind.Counterfactual, o.Seed * 1_000_003 + i)).ToList();
+        var nus = orig.Select((p, i) => family.Edit(p, EditKind.Nuisance, o.Seed * 1_000_003 + i)).ToList();
+        Tensor HatFor(IReadOnlyList<TaskProblem> ps)
+        {
+            using var cap = ShortcutCapture.Capture(teacher, fmt, ps, o.Point, k, o.EvalBatch);
+            if (predictor is OraclePredictor oracle) oracle.Register(cap.Pre, cap.Post);
+            return ArmsCommon.PredictAll(predictor, cap.Pre);
+        }
+        using var hatCf = HatFor(cfs.Select(e => e.Edited).ToList());
+        using var hatNu = HatFor(nus.Select(e => e.Edited).ToList());
+
+        var phase3Arms = new List<ShortcutArm>
+        {
+            new(Thinking, false, (ps, _) => ThinkingArm.Answer(teacher, fmt, ps, o.EvalBatch)),
+            new(Direct, false, (ps, _) => DirectArm.Answer(teacher, fmt, ps, o.EvalBatch)),
+            new(Distillation, false, (ps, _) => DirectArm.Answer(student, fmt, ps, o.EvalBatch)),
+            new(SoftTokens, true, (ps, h) => SoftTokenInjection.Answer(teacher, fmt, proj, ps, h, 1.0, o.EvalBatch)),
+            new(ResidualDelta, true, (ps, h) => ResidualDeltaInjection.Answer(teacher, fmt, o.Point, ps, h, new[] { 1.0 }, o.EvalBatch)[0]),
+            new(LoraArm, false, (ps, _) => LoraStudent.Answer(lora, fmt, ps, o.EvalBatch)),
+        };
+        var mainAnswers = new Dictionary<string, ArmAnswers>
+        {
+            [Thinking] = thinking, [Direct] = direct, [Distillation] = distill, [SoftTokens] = soft, [ResidualDelta] = delta, [LoraArm] = loraAnswers,
+        };
+        ArmAnswers Head(ArmAnswers a) => new(a.Answers.Take(n3).ToList(), a.Correct.Take(n3).ToList(), a.TokenSteps.Take(n3).ToList());
+
+        var edits = phase3Arms.Select(a => CausalTests.Edits(a, orig, hatOrig, Head(mainAnswers[a.Name]), cfs, hatCf, nus, hatNu)).ToList();
+        var interventions = phase3Arms.Where(a => a.UsesLatent)
+            .Select(a => CausalTests.Intervention(a, orig, Head(mainAnswers[a.Name]), cfs, hatCf)).ToList();
+        Say("edits and interventions done");
+
+        var lengths = phase3Arms.Select(a => new LengthResult(a.Name, problems[0].Difficulty, 0, mainAnswers[a.Name].Accuracy)).ToList();
+        int d0 = problems[0].Difficulty;
+        for (int extra = 1; extra <= o.OodExtra && d0 + extra <= family.Difficulty.Max; extra++)
+        {
+            var longer = TaskSplits.Generate(family, Split.Test, n3, d0 + extra, o.Seed + 7919 * (d0 + extra));
+            using var hatLong = HatFor(longer);
+            foreach (var a in phase3Arms) lengths.Add(new LengthResult(a.Name, d0 + extra, extra, a.Answer(longer, hatLong).Accuracy));
+        }
+        Say("length sweep done");
+
+        var verifiedTrain = train.Where(s => s.Verified && s.TeacherAnswer is not null).ToList();
+        var lexical = CausalTests.Lexical(verifiedTrain.Select(s => s.Problem).ToList(), verifiedTrain.Select(s => s.TeacherAnswer!).ToList(),
+            problems, family.Verify, seed: o.Seed);
+        var separability = CausalTests.Separability(postTest, hatTest, seed: o.Seed);
+        Say($"lexical {lexical.Best}, separability {separability.HeldOutAccuracy:P1}");
+
+        string primary = o.PrimaryArm ?? (soft.Accuracy.Value >= delta.Accuracy.Value ? SoftTokens : ResidualDelta);
+        if (primary != SoftTokens && primary != ResidualDelta)
+            throw new ArgumentException($"PrimaryArm must be '{SoftTokens}' or '{ResidualDelta}' (got '{primary}')");
+        var pa = arms.First(a => a.Name == primary);
+        var noGo = new NoGoNumbers(primary, pa.Accuracy!.Value, distill.Accuracy, direct.Accuracy, thinking.Accuracy,
+            Difference.Of(pa.Accuracy!.Value, distill.Accuracy), Difference.Of(pa.Accuracy!.Value, direct.Accuracy),
+            edits.First(e => e.Arm == primary).CounterfactualSuccess, edits.First(e => e.Arm == primary).NuisanceStable,
+            lexical.Best, separability.HeldOutAccuracy, interventions.First(i => i.Arm == primary).ToTwin,
+            sweeps.First(s => s.Arm == primary).Fragility, pa.Flops, arms.First(a => a.Name == Thinking).Flops);
+
+        hatTrain.Dispose();
+        hatTest.Dispose();
+        hatOrig.Dispose();
+        proj.Dispose();
+        var report = new ShortcutEvalReport(name, o.Point, train.Count, test.Count, arms, sweeps, edits, interventions, lengths, lexical,
+            separability, noGo, total.Elapsed.TotalSeconds, Array.Empty<string>());
+        if (o.Plots) report = report with { Plots = ShortcutEvalPlots.Write(report, outDir) };
+        AtomicFile.WriteAllText(Path.Combine(outDir, "shortcut_eval.json"), report.ToJsonString());
+        AtomicFile.WriteAllText(Path.Combine(outDir, "report.md"), $"# Latent shortcut: injection arms and causal tests\n\n{report.ToMarkdown()}");
+        Say("report written");
+        return report;
+    }
+
+    static void Check(IReadOnlyList<ShortcutSample> samples, Tensor pre, Tensor post, string what)
+    {
+        if (samples.Count == 0) throw new ArgumentException($"shortcut eval: no {what} samples");
+        if (pre.dim() != 2 || pre.shape[0] != samples.Count)
+            throw new ArgumentException($"shortcut eval: {what} pre states are [{string.Join(", ", pre.shape)}], expected [{samples.Count}, D]");
+        if (post.shape[0] != samples.Count || post.dim() is not (2 or 3))
+            throw new ArgumentException($"shortcut eval: {what} post states are [{string.Join(", ", post.shape)}], expected [{samples.Count}, K, D] or [{samples.Count}, D]");
+    }
+}
