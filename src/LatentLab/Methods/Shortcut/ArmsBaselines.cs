@@ -42,21 +42,21 @@ public sealed record ArmTraining(int Steps = 300, int BatchSize = 64, double Lea
 /// <summary>Arm 1: the teacher's own explicit thinking (prompt, full trace, answer).</summary>
 public static class ThinkingArm
 {
-    public static ArmAnswers Answer(DecoderLM teacher, TeacherFormat fmt, IReadOnlyList<TaskProblem> problems, int batchSize = 128) =>
+    public static ArmAnswers Answer(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<TaskProblem> problems, int batchSize = 128) =>
         PromptArm.Answer(teacher, fmt, problems, p => fmt.PromptIds(p, true), thinking: true, batchSize);
 }
 
 /// <summary>Arm 2: the teacher asked for the answer directly (&lt;direct&gt; mode), no thinking.</summary>
 public static class DirectArm
 {
-    public static ArmAnswers Answer(DecoderLM model, TeacherFormat fmt, IReadOnlyList<TaskProblem> problems, int batchSize = 128) =>
+    public static ArmAnswers Answer(DecoderLM model, TraceFormat fmt, IReadOnlyList<TaskProblem> problems, int batchSize = 128) =>
         PromptArm.Answer(model, fmt, problems, p => fmt.PromptIds(p, false), thinking: false, batchSize);
 }
 
 /// <summary>Greedy answers from token prompts; token-steps = prompt + every sampled token (the stop token included).</summary>
 public static class PromptArm
 {
-    public static ArmAnswers Answer(DecoderLM model, TeacherFormat fmt, IReadOnlyList<TaskProblem> problems, Func<TaskProblem, int[]> prompt,
+    public static ArmAnswers Answer(DecoderLM model, TraceFormat fmt, IReadOnlyList<TaskProblem> problems, Func<TaskProblem, int[]> prompt,
         bool thinking, int batchSize = 128)
     {
         var gen = new TextGenerator(model);
@@ -92,7 +92,7 @@ public static class PromptArm
 /// </summary>
 public static class DistillationBaseline
 {
-    public static DecoderLM Train(DecoderLM teacher, TeacherFormat fmt, IReadOnlyList<ShortcutSample> train, ArmTraining budget,
+    public static DecoderLM Train(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<ShortcutSample> train, ArmTraining budget,
         string outDir, TextWriter? log = null)
     {
         var usable = train.Where(s => s.Verified && s.TeacherAnswer is not null).ToList();

@@ -17,7 +17,7 @@ public static class LoraStudent
 {
     public static readonly string[] AllProjections = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" };
 
-    public static DecoderLM Train(DecoderLM teacher, TeacherFormat fmt, string point, IReadOnlyList<ShortcutSample> train, Tensor postTrain,
+    public static DecoderLM Train(DecoderLM teacher, TraceFormat fmt, string point, IReadOnlyList<ShortcutSample> train, Tensor postTrain,
         ArmTraining budget, int rank, double lambda, string outDir, TextWriter? log = null)
     {
         var post = postTrain.dim() == 2 ? postTrain : postTrain.select(1, postTrain.shape[1] - 1);
@@ -52,6 +52,6 @@ public static class LoraStudent
         return student;
     }
 
-    public static ArmAnswers Answer(DecoderLM student, TeacherFormat fmt, IReadOnlyList<TaskProblem> problems, int batchSize = 128) =>
+    public static ArmAnswers Answer(DecoderLM student, TraceFormat fmt, IReadOnlyList<TaskProblem> problems, int batchSize = 128) =>
         PromptArm.Answer(student, fmt, problems, p => ArmsCommon.ShortcutPrompt(fmt, p), thinking: false, batchSize);
 }

@@ -23,7 +23,7 @@ public sealed record CapturedStates(IReadOnlyList<ShortcutSample> Samples, Tenso
 /// </summary>
 public static class ShortcutCapture
 {
-    public static CapturedStates Capture(DecoderLM teacher, TeacherFormat fmt, IReadOnlyList<TaskProblem> problems, string point,
+    public static CapturedStates Capture(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<TaskProblem> problems, string point,
         int k = 1, int batchSize = 128)
     {
         if (problems.Count == 0) throw new ArgumentException("no problems to capture");
@@ -140,22 +140,22 @@ public static class ArmsCommon
             .SelectMany(g => g.Chunk(batchSize));
 
     /// <summary>Room for the longest reference answer plus slack (a rambling model is cut, not waited on).</summary>
-    public static int MaxAnswerTokens(TeacherFormat fmt, IEnumerable<TaskProblem> problems) =>
+    public static int MaxAnswerTokens(TraceFormat fmt, IEnumerable<TaskProblem> problems) =>
         problems.Max(p => fmt.Tokenizer.Encode(p.Answer).Length) + 4;
 
-    public static int ThinkEndId(TeacherFormat fmt) =>
+    public static int ThinkEndId(TraceFormat fmt) =>
         fmt.Tokenizer.TokenToId(fmt.Chat.ThinkEnd) is int id && fmt.Tokenizer.Encode(fmt.Chat.ThinkEnd) is [var only] && only == id
             ? id
             : throw new NotSupportedException($"the end-of-thinking marker '{fmt.Chat.ThinkEnd}' is not a single token of this tokenizer; the injection arms need one");
 
     /// <summary>Prompt (thinking mode, ending in the opening marker) followed by the closing marker: thinking skipped.</summary>
-    public static int[] ShortcutPrompt(TeacherFormat fmt, TaskProblem p) => fmt.PromptIds(p, true).Append(ThinkEndId(fmt)).ToArray();
+    public static int[] ShortcutPrompt(TraceFormat fmt, TaskProblem p) => fmt.PromptIds(p, true).Append(ThinkEndId(fmt)).ToArray();
 
     /// <summary>Teacher-forced answer tokens (answer text + end of turn) after a shortcut prompt.</summary>
-    public static int[] AnswerIds(TeacherFormat fmt, string answer) =>
+    public static int[] AnswerIds(TraceFormat fmt, string answer) =>
         fmt.Tokenizer.Encode(answer).Append(fmt.Tokenizer.EosId ?? throw new InvalidOperationException("tokenizer has no <eos>")).ToArray();
 
-    public static ArmAnswers Grade(TeacherFormat fmt, IReadOnlyList<TaskProblem> problems, IReadOnlyList<int[]> generated, IReadOnlyList<double> tokenSteps)
+    public static ArmAnswers Grade(TraceFormat fmt, IReadOnlyList<TaskProblem> problems, IReadOnlyList<int[]> generated, IReadOnlyList<double> tokenSteps)
     {
         var answers = new string?[problems.Count];
         var correct = new bool[problems.Count];

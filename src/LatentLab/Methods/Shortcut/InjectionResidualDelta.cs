@@ -16,7 +16,7 @@ namespace LatentLab.Methods.Shortcut;
 public static class ResidualDeltaInjection
 {
     /// <summary>One answer list per α. The marker's unmodified state is read once per batch and shared by every α.</summary>
-    public static IReadOnlyList<ArmAnswers> Answer(DecoderLM teacher, TeacherFormat fmt, string point, IReadOnlyList<TaskProblem> problems,
+    public static IReadOnlyList<ArmAnswers> Answer(DecoderLM teacher, TraceFormat fmt, string point, IReadOnlyList<TaskProblem> problems,
         Tensor hat, IReadOnlyList<double> alphas, int batchSize = 128)
     {
         var gen = new TextGenerator(teacher);

@@ -40,7 +40,7 @@ public sealed class SoftTokenProjection : nn.Module<Tensor, Tensor>
 /// </summary>
 public static class SoftTokenInjection
 {
-    public static SoftTokenProjection Train(DecoderLM teacher, TeacherFormat fmt, IReadOnlyList<ShortcutSample> train, Tensor hatTrain,
+    public static SoftTokenProjection Train(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<ShortcutSample> train, Tensor hatTrain,
         ArmTraining budget, string outDir, TextWriter? log = null)
     {
         var usable = Enumerable.Range(0, train.Count).Where(i => train[i].Verified && train[i].TeacherAnswer is not null).ToList();
@@ -87,7 +87,7 @@ public static class SoftTokenInjection
     }
 
     /// <summary>Greedy answers with the soft tokens scaled by <paramref name="scale"/>; token-steps = prompt + K + 1 + sampled.</summary>
-    public static ArmAnswers Answer(DecoderLM teacher, TeacherFormat fmt, SoftTokenProjection proj, IReadOnlyList<TaskProblem> problems,
+    public static ArmAnswers Answer(DecoderLM teacher, TraceFormat fmt, SoftTokenProjection proj, IReadOnlyList<TaskProblem> problems,
         Tensor hat, double scale = 1.0, int batchSize = 128)
     {
         var gen = new TextGenerator(teacher);

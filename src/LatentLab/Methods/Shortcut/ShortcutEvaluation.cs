@@ -21,7 +21,7 @@ public static class ShortcutEvaluation
 
     /// <param name="preTrain">[N, D] h_pre of the training samples (in order).</param>
     /// <param name="postTrain">[N, K, D] (or [N, D]) h_post of the training samples.</param>
-    public static ShortcutEvalReport Run(DecoderLM teacher, TeacherFormat fmt, ILatentPredictor predictor,
+    public static ShortcutEvalReport Run(DecoderLM teacher, TraceFormat fmt, ILatentPredictor predictor,
         IReadOnlyList<ShortcutSample> train, Tensor preTrain, Tensor postTrain,
         IReadOnlyList<ShortcutSample> test, Tensor preTest, Tensor postTest,
         ShortcutEvalOptions o, string outDir, TextWriter? log = null, string? predictorName = null)

@@ -117,9 +117,7 @@ public static class ShortcutStudy
         if (d.Gate.Pass || o.IgnoreGate)
         {
             using var predictor = LatentPredictor.Load(phase1.PredictorDir);
-            var armsFormat = fmt.Chat.Family == Text.ChatFamily.Plain ? new TeacherFormat(family, fmt.Tokenizer)
-                : throw new NotSupportedException("the injection arms run on the char teacher's format only for now");
-            eval = ShortcutEvaluation.Run(teacher, armsFormat, predictor, trainSamples, preTrain, postTrain, testSamples, preTest, postTest,
+            eval = ShortcutEvaluation.Run(teacher, fmt, predictor, trainSamples, preTrain, postTrain, testSamples, preTest, postTest,
                 o.Eval with { Point = trainStore.Point, Seed = o.Seed }, Path.Combine(o.OutDir, "eval"), log, "MLP predictor");
             Say("phases 2 and 3 done");
         }
