@@ -27,6 +27,10 @@ public sealed record ShortcutStudyOptions
     public int K { get; init; } = 1;
     public long Seed { get; init; }
     public int BatchSize { get; init; } = 128;
+    /// <summary>Own (the teacher's greedy trace, the protocol) or Reference (the task's steps forced up to the marker).</summary>
+    public TraceMode Trace { get; init; } = TraceMode.Own;
+    /// <summary>Train on unverified traces too. Only for plumbing checks on untrained models: targets must verify.</summary>
+    public bool UseUnverified { get; init; }
     /// <summary>Run Phase 2/3 even when the promotion gate fails (the default stops, as the protocol says).</summary>
     public bool IgnoreGate { get; init; }
     public PredictorConfig Predictor { get; init; } = new() { Steps = 600 };
@@ -82,7 +86,7 @@ public static class ShortcutStudy
         using var teacher = Checkpoints.Load(o.ModelDir, device: Tensors.TorchRuntime.ParseDevice(o.Device));
 
         // Phase 0: targets from the teacher's own traces, resumable stores.
-        var extraction = new ExtractionOptions { Point = o.Point, K = o.K, BatchSize = o.BatchSize };
+        var extraction = new ExtractionOptions { Point = o.Point, K = o.K, BatchSize = o.BatchSize, Trace = o.Trace };
         LatentStore Extract(Split split, int n, string name)
         {
             var problems = TaskSplits.Generate(family, split, n, difficulty, o.Seed);
@@ -94,14 +98,15 @@ public static class ShortcutStudy
         }
         var trainStore = Extract(Split.Train, o.TrainProblems, "train");
         var testStore = Extract(Split.Test, o.TestProblems, "test");
-        var trainSamples = trainStore.Samples();
-        var testSamples = testStore.Samples();
+        bool verified = !o.UseUnverified;
+        var trainSamples = trainStore.Samples(verified);
+        var testSamples = testStore.Samples(verified);
         if (trainSamples.Count < 20 || testSamples.Count < 10)
             throw new InvalidOperationException($"too few verified traces to study ({trainSamples.Count} train, {testSamples.Count} test): the teacher does not solve this task with thinking");
-        using var preTrain = trainStore.Pre(dtype: ScalarType.Float32);
-        using var postTrain = trainStore.Post(dtype: ScalarType.Float32);
-        using var preTest = testStore.Pre(dtype: ScalarType.Float32);
-        using var postTest = testStore.Post(dtype: ScalarType.Float32);
+        using var preTrain = trainStore.Pre(verified, ScalarType.Float32);
+        using var postTrain = trainStore.Post(verified, ScalarType.Float32);
+        using var preTest = testStore.Pre(verified, ScalarType.Float32);
+        using var postTest = testStore.Post(verified, ScalarType.Float32);
         int leaks = trainSamples.Concat(testSamples).Count(s => LeakRule.TargetPositions(s, o.K).Any(p => p >= s.FirstAnswerPosition));
 
         // Phase 1: the predictor, its diagnostics and the promotion gate.
