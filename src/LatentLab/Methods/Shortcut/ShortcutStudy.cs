@@ -103,6 +103,11 @@ public static class ShortcutStudy
         var testSamples = testStore.Samples(verified);
         if (trainSamples.Count < 20 || testSamples.Count < 10)
             throw new InvalidOperationException($"too few verified traces to study ({trainSamples.Count} train, {testSamples.Count} test): the teacher does not solve this task with thinking");
+        if (o.UseUnverified)
+        {
+            // Plumbing mode: the arms that learn from the teacher's verified answers learn the reference answers instead.
+            trainSamples = trainSamples.Select(x => x with { TeacherAnswer = x.Problem.Answer, Verified = true }).ToList();
+        }
         using var preTrain = trainStore.Pre(verified, ScalarType.Float32);
         using var postTrain = trainStore.Post(verified, ScalarType.Float32);
         using var preTest = testStore.Pre(verified, ScalarType.Float32);
