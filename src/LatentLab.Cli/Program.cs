@@ -6,4 +6,5 @@ foreach (var c in ModelCommands.Create()) root.Add(c);
 foreach (var c in ToolCommands.Create()) root.Add(c);
 foreach (var c in TaskCommands.Create()) root.Add(c);
 foreach (var c in TeacherCommands.Create()) root.Add(c);
+foreach (var c in ReasonerCommands.Create()) root.Add(c);
 return root.Parse(args).Invoke();
