@@ -35,15 +35,17 @@ public static class ReasonerCommands
         public readonly Option<long?> Seed = new("--seed");
         public readonly Option<double> Scale = new("--scale") { Description = "bigger run: steps × scale, widths × √scale", DefaultValueFactory = _ => 1.0 };
         public readonly Option<string?> Out = new("--out") { Description = "run folder" };
+        public readonly Option<string?> Config = new("--config") { Description = "JSON file of options (snake_case keys, e.g. examples/reasoner-tree.json); command-line options override it" };
 
         public IEnumerable<Option> All => new Option[]
         {
             Task, Difficulty, Train, HoldOut, Hidden, Layers, Heads, Talker, TalkerHidden, TalkerLayers, Batch,
-            PretrainSteps, SstSteps, TalkerSteps, Momentum, K, Compute, Seed, Scale, Out,
+            PretrainSteps, SstSteps, TalkerSteps, Momentum, K, Compute, Seed, Scale, Out, Config,
         };
 
         public ReasonerOptions Resolve(ParseResult pr, ReasonerOptions defaults)
         {
+            if (pr.GetValue(Config) is { } file) defaults = ReasonerOptions.Load(file) with { OutDir = defaults.OutDir };
             var o = defaults.Scaled(pr.GetValue(Scale));
             o = o with
             {
@@ -94,7 +96,7 @@ public static class ReasonerCommands
         var exp = new Command("experiment", "The paper's experiments at laptop scale; each writes report.md, results.json and plots into its run folder");
 
         var tree = new Shared();
-        var treeN = new Option<int>("--eval-problems") { DefaultValueFactory = _ => 300 };
+        var treeN = new Option<int>("--eval-problems") { DefaultValueFactory = _ => 200 };
         var treeCmd = new Command("tree-search", "Binary-tree routing: accuracy vs the coupled baseline, latent PCA, mixed-latent (NNLS) analysis") { treeN };
         foreach (var o in tree.All) treeCmd.Add(o);
         treeCmd.SetAction(pr => CliSupport.Run(() =>
@@ -106,7 +108,7 @@ public static class ReasonerCommands
         exp.Add(treeCmd);
 
         var cfg = new Shared();
-        var cfgN = new Option<int>("--eval-problems") { DefaultValueFactory = _ => 300 };
+        var cfgN = new Option<int>("--eval-problems") { DefaultValueFactory = _ => 200 };
         var rates = new Option<string>("--rates") { Description = "comma-separated noise rates", DefaultValueFactory = _ => string.Join(",", ReasonerExperiments.DefaultNoiseRates.Select(r => r.ToString(CultureInfo.InvariantCulture))) };
         var cfgCmd = new Command("cfg-noise", "CFG completion with 0-30% input token noise: normalised accuracy of JEPA-Reasoner vs the coupled baseline") { cfgN, rates };
         foreach (var o in cfg.All) cfgCmd.Add(o);

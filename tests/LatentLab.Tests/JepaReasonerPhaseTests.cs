@@ -90,3 +90,28 @@ public sealed class JepaReasonerPhaseTests : IDisposable
         Assert.Contains("reasoner pretrain", e.Message);
     }
 }
+
+public sealed class JepaReasonerOptionsTests
+{
+    [Fact]
+    public void OptionsFileOverridesDefaultsAndScaleGrowsStepsAndWidth()
+    {
+        var path = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(path, """{ "_comment": "x", "task": "cfg", "difficulty": 6, "hidden": 64, "sst_steps": 10, "momentum": 0.9 }""");
+            var o = ReasonerOptions.Load(path);
+            Assert.Equal("cfg", o.Task);
+            Assert.Equal(6, o.Difficulty);
+            Assert.Equal(0.9, o.Momentum);
+            Assert.Equal(4, o.LossScale); // left out: the paper's k
+            var big = o.Scaled(4);
+            Assert.Equal(40, big.SstSteps);
+            Assert.Equal(128, big.Hidden);
+            File.WriteAllText(path, "{ not json");
+            var e = Assert.Throws<InvalidDataException>(() => ReasonerOptions.Load(path));
+            Assert.Contains(path, e.Message);
+        }
+        finally { File.Delete(path); }
+    }
+}

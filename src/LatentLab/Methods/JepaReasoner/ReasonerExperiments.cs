@@ -21,11 +21,18 @@ public sealed record ExperimentResult(string RunDir, string ReportPath, JsonObje
 /// </summary>
 public static class ReasonerExperiments
 {
-    /// <summary>Tree search at depth 3 (8 leaves).</summary>
-    public static ReasonerOptions TreeDefaults { get; } = new() { Task = "tree", Difficulty = 3, OutDir = "runs/reasoner-tree" };
+    /// <summary>Sizes that fit the ten-minute budget on two (shared) CPU cores.</summary>
+    static ReasonerOptions Small { get; } = new()
+    {
+        Hidden = 64, Layers = 3, Heads = 4, TalkerHidden = 64, TalkerLayers = 2, BatchSize = 32,
+        PretrainSteps = 400, SstSteps = 150, TalkerSteps = 200, TalkerPool = 1024,
+    };
 
-    /// <summary>Dyck-2 completion of 8-token prefixes, trained clean, tested under noise.</summary>
-    public static ReasonerOptions CfgDefaults { get; } = new() { Task = "cfg", Difficulty = 8, OutDir = "runs/reasoner-cfg" };
+    /// <summary>Tree search at depth 2 (3 entries, 4 leaves).</summary>
+    public static ReasonerOptions TreeDefaults { get; } = Small with { Task = "tree", Difficulty = 2, OutDir = "runs/reasoner-tree" };
+
+    /// <summary>Dyck-2 completion of 6-token prefixes, trained clean, tested under noise.</summary>
+    public static ReasonerOptions CfgDefaults { get; } = Small with { Task = "cfg", Difficulty = 6, OutDir = "runs/reasoner-cfg" };
 
     /// <summary>GSM8K-format text: a tiny character-level model, so only the harness is exercised at this scale.</summary>
     public static ReasonerOptions Gsm8kDefaults { get; } = new()
@@ -72,7 +79,7 @@ public static class ReasonerExperiments
     /// how often the correct branch carries the larger weight and how many branches carry non-trivial weight (≥ 5% of
     /// the total non-negative weight).
     /// </summary>
-    public static ExperimentResult TreeSearch(ReasonerOptions o, int evalProblems = 300, TextWriter? log = null)
+    public static ExperimentResult TreeSearch(ReasonerOptions o, int evalProblems = 200, TextWriter? log = null)
     {
         log ??= Console.Out;
         var sw = Stopwatch.StartNew();
@@ -220,7 +227,7 @@ public static class ReasonerExperiments
     /// (answer = the clean prefix's completion). Accuracy and normalised accuracy (acc(r) / acc(0)) of both models per
     /// rate, on one plot.
     /// </summary>
-    public static ExperimentResult CfgNoise(ReasonerOptions o, int evalProblems = 300, IReadOnlyList<double>? rates = null, TextWriter? log = null)
+    public static ExperimentResult CfgNoise(ReasonerOptions o, int evalProblems = 200, IReadOnlyList<double>? rates = null, TextWriter? log = null)
     {
         log ??= Console.Out;
         rates ??= DefaultNoiseRates;

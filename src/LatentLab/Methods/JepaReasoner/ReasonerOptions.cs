@@ -55,6 +55,14 @@ public sealed record ReasonerOptions
 
     public JsonObject ToJson() => JsonSerializer.SerializeToNode(this with { OutDir = "", ProgressBar = null }, Json)!.AsObject();
 
+    /// <summary>Options from a JSON file (snake_case keys as in config.json; keys left out keep their defaults).</summary>
+    public static ReasonerOptions Load(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"options file not found: {path}", path);
+        try { return JsonSerializer.Deserialize<ReasonerOptions>(File.ReadAllText(path), Json) ?? throw new InvalidDataException($"{path}: empty"); }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: not a reasoner options file ({e.Message})", e); }
+    }
+
     public string PhaseDir(string phase) => Path.Combine(OutDir, phase);
     public string ModelDir(string phase) => Path.Combine(OutDir, phase, "model");
 
