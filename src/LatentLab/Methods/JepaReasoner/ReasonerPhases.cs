@@ -1,0 +1,314 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using LatentLab.Models;
+using LatentLab.Tasks;
+using LatentLab.Tensors;
+using LatentLab.Training;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace LatentLab.Methods.JepaReasoner;
+
+/// <summary>How one phase ended: where its result is and what the trainer reported.</summary>
+public sealed record PhaseResult(string Phase, string ModelDir, TrainResult Train, double Seconds);
+
+/// <summary>
+/// The three phases of JEPA-Reasoner training plus the coupled baseline, each one Trainer run (resumable: a killed
+/// phase restarted with the same options continues from its last checkpoint) writing <c>{phase}/train</c> and
+/// <c>{phase}/model</c> under the run folder:
+/// <list type="number">
+/// <item>pretrain: the Reasoner as an ordinary LM (tied embeddings as LM head, L2 off), loss on the continuation;</item>
+/// <item>sst: LM head unused, L2 on; predicted latents against an EMA target encoder's latents of the true sequence,
+/// loss k·(1 − cos) on reasoning positions only; effective rank and per-dimension spread are logged;</item>
+/// <item>talker: the Reasoner frozen; the Talker learns to say the continuation from the Reasoner's own latent chains;</item>
+/// <item>baseline: the same pre-trained transformer trained on as an LM on the same batches for as many steps as SST.</item>
+/// </list>
+/// </summary>
+public static class ReasonerPhases
+{
+    public const string Pretrain = "pretrain", Sst = "sst", TalkerPhase = "talker", Baseline = "baseline";
+
+    public static IReasonerData Data(ReasonerOptions o)
+    {
+        if (o.Task.Trim().Equals("gsm8k", StringComparison.OrdinalIgnoreCase))
+        {
+            if (o.TrainFile is null) throw new ArgumentException("task gsm8k needs a training file (--train FILE in GSM8K jsonl format)");
+            var all = Gsm8kReasonerData.Load(o.TrainFile);
+            if (o.HoldOut < 0 || o.HoldOut >= all.Count) throw new ArgumentException($"{o.TrainFile}: cannot hold out {o.HoldOut} of {all.Count} examples");
+            return Gsm8kReasonerData.FromExamples(Path.GetFileName(o.TrainFile), all.Take(all.Count - o.HoldOut).ToList());
+        }
+        var family = TaskRegistry.Get(o.Task);
+        return new TaskReasonerData(family, o.Difficulty ?? family.Difficulty.Default);
+    }
+
+    static TrainerConfig TrainerFor(ReasonerOptions o, string phase, long steps, double lr, double weightDecay = 0.1) => new()
+    {
+        Steps = steps,
+        LearningRate = lr,
+        WarmupSteps = Math.Min(50, Math.Max(1, steps / 10)),
+        MinLrRatio = 0.1,
+        WeightDecay = weightDecay,
+        ClipNorm = 1.0,
+        LogEvery = Math.Max(1, steps / 20),
+        EvalEvery = Math.Max(1, steps / 4),
+        CheckpointEvery = Math.Max(2, steps / 5),
+        KeepCheckpoints = 2,
+        Seed = o.Seed,
+        OutDir = Path.Combine(o.PhaseDir(phase), "train"),
+        ProgressBar = o.ProgressBar,
+    };
+
+    static JsonObject RunConfig(ReasonerOptions o, string phase) => new() { ["phase"] = phase, ["reasoner"] = o.ToJson() };
+
+    /// <summary>Next-token cross-entropy on the continuation (the prompt is given, not predicted), for pre-training and the baseline.</summary>
+    public static TrainLoss LmLoss(DecoderLM model, IReadOnlyList<ReasonerExample> xs, int pad)
+    {
+        int t = xs.Max(x => x.Prompt.Length + x.Continuation.Length) - 1, b = xs.Count;
+        var ids = new long[b * t]; var tgt = new long[b * t]; var mask = new long[b * t];
+        long scored = 0;
+        for (int i = 0; i < b; i++)
+        {
+            var seq = xs[i].Prompt.Concat(xs[i].Continuation).ToArray();
+            int promptLen = xs[i].Prompt.Length;
+            for (int j = 0; j < t; j++)
+            {
+                bool real = j < seq.Length - 1;
+                ids[i * t + j] = real ? seq[j] : pad;
+                mask[i * t + j] = real ? 1 : 0;
+                bool s = real && j + 1 >= promptLen;
+                tgt[i * t + j] = s ? seq[j + 1] : -100;
+                if (s) scored++;
+            }
+        }
+        using var idsT = tensor(ids).view(b, t);
+        using var maskT = tensor(mask).view(b, t);
+        using var tgtT = tensor(tgt).view(b, t);
+        using var output = model.Forward(idsT, attentionMask: maskT);
+        var loss = F.cross_entropy(output.Logits!.view(-1, model.Config.VocabSize), tgtT.view(-1), ignore_index: -100);
+        return new TrainLoss(loss, scored);
+    }
+
+    static int Pad(IReasonerData d) => d.Tokenizer.PadId ?? 0;
+
+    /// <summary>Phase 1: the Reasoner as an ordinary LM (L2 off).</summary>
+    public static PhaseResult RunPretrain(ReasonerOptions o, TextWriter? log = null, CancellationToken cancel = default)
+    {
+        o.Validate();
+        TorchRuntime.Initialize();
+        var data = Data(o);
+        var config = Reasoner.ModelConfig(data.Tokenizer, o.Hidden, o.Layers, o.Heads, 4096);
+        TorchRuntime.Seed(o.Seed);
+        using var model = new DecoderLM(config) { ComputeDType = TorchRuntime.ParseDType(o.Compute) };
+        var trainable = new Trainable(model, (step, micro) => LmLoss(model, data.Train(Seeds.For(o.Seed, step, micro), o.BatchSize), Pad(data)));
+        var trainer = new Trainer(TrainerFor(o, Pretrain, o.PretrainSteps, o.PretrainLr), RunConfig(o, Pretrain), log)
+        {
+            Evaluate = _ => LmEval(model, data, o.Seed),
+        };
+        var sw = Stopwatch.StartNew();
+        var result = trainer.Run(trainable, cancel);
+        var dir = o.ModelDir(Pretrain);
+        new Reasoner(model, new ReasonerSettings { L2 = false, InputScale = Reasoner.MeanEmbeddingNorm(model), LatentSteps = data.MaxContinuation })
+            .Save(dir, data.Tokenizer);
+        return new PhaseResult(Pretrain, Path.GetFullPath(dir), result, sw.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>Teacher-forced next-token accuracy on a fixed held-out-seed batch (training distribution).</summary>
+    static IReadOnlyDictionary<string, double> LmEval(DecoderLM model, IReasonerData data, long seed)
+    {
+        var xs = data.Train(Seeds.For(seed ^ 0x5EED, -1), 64);
+        var r = LmLoss(model, xs, Pad(data));
+        return new Dictionary<string, double> { ["lm_loss"] = r.Loss.item<float>() };
+    }
+
+    /// <summary>Phase 2: self-supervised training of the latent loop against an EMA target encoder.</summary>
+    public static PhaseResult RunSst(ReasonerOptions o, TextWriter? log = null, CancellationToken cancel = default)
+    {
+        o.Validate();
+        TorchRuntime.Initialize();
+        var data = Data(o);
+        var src = o.ModelDir(Pretrain);
+        using var online = LoadPretrained(src);
+        online.ComputeDType = TorchRuntime.ParseDType(o.Compute);
+        using var target = LoadPretrained(src);
+        target.ComputeDType = online.ComputeDType;
+        target.eval();
+        var settings = new ReasonerSettings { L2 = true, InputScale = Reasoner.MeanEmbeddingNorm(online), LatentSteps = data.MaxContinuation };
+        var reasoner = new Reasoner(online, settings);
+        var targetReasoner = new Reasoner(target, settings);
+        using var ema = Ema.IntoTarget(online, target);
+
+        var trainable = new Trainable(online,
+            (step, micro) => SstLoss(reasoner, targetReasoner, data.Train(Seeds.For(o.Seed + 1, step, micro), o.BatchSize), Pad(data), o.LossScale),
+            afterStep: _ => ema.Update(online, o.Momentum),
+            extraState: () => ema.State("target."));
+        var evalSet = data.Train(Seeds.For(o.Seed ^ 0x5EED, -2), 64);
+        var trainer = new Trainer(TrainerFor(o, Sst, o.SstSteps, o.SstLr, weightDecay: 0.0), RunConfig(o, Sst), log)
+        {
+            Evaluate = _ => SstEval(reasoner, targetReasoner, evalSet, Pad(data), o.LossScale),
+        };
+        var sw = Stopwatch.StartNew();
+        var result = trainer.Run(trainable, cancel);
+        var dir = o.ModelDir(Sst);
+        reasoner.Save(dir, data.Tokenizer);
+        return new PhaseResult(Sst, Path.GetFullPath(dir), result, sw.Elapsed.TotalSeconds);
+    }
+
+    static DecoderLM LoadPretrained(string dir)
+    {
+        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir} not found: run `latentlab reasoner pretrain` with the same --out first");
+        var m = Checkpoints.Load(dir);
+        m.train();
+        return m;
+    }
+
+    /// <summary>
+    /// The target latents of a batch: the target encoder reads the true tokens (prompt and continuation) and its
+    /// L2-normalised state at the position before continuation token j is the target for latent j. [B, C, D], no graph.
+    /// </summary>
+    public static Tensor TargetLatents(Reasoner target, ReasonerBatch batch)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        long p = batch.PromptIds.shape[1], c = batch.Continuation.shape[1];
+        var ids = cat(new[] { batch.PromptIds, batch.Continuation.narrow(1, 0, c - 1) }, 1);
+        var mask = cat(new[] { batch.PromptMask, batch.ContinuationMask.narrow(1, 0, c - 1) }, 1);
+        using var output = target.Model.Forward(ids, attentionMask: mask, logits: LogitsMode.None);
+        return target.ToLatent(output.Hidden.narrow(1, p - 1, c)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>One SST micro-batch: latents predicted in parallel from the target latents before them, scaled cosine loss on reasoning positions.</summary>
+    public static TrainLoss SstLoss(Reasoner online, Reasoner target, IReadOnlyList<ReasonerExample> xs, int pad, double k)
+    {
+        using var batch = ReasonerBatch.Of(xs, pad);
+        using var tau = TargetLatents(target, batch);
+        long c = tau.shape[1];
+        using var pred = online.PredictLatents(batch.PromptIds, batch.PromptMask, tau.narrow(1, 0, c - 1));
+        var loss = SstMath.ScaledCosineLoss(pred, tau, batch.ContinuationMask, k);
+        return new TrainLoss(loss, batch.Tokens);
+    }
+
+    /// <summary>
+    /// SST diagnostics on a fixed batch: the teacher-forced loss, the cosine and token read-out accuracy of the free-running
+    /// latent chain (read out as the LM head would: argmax of latent · embeddingsᵀ), and the effective rank and mean
+    /// per-dimension spread of the chain's latents (collapse shows as both dropping).
+    /// </summary>
+    static IReadOnlyDictionary<string, double> SstEval(Reasoner online, Reasoner target, IReadOnlyList<ReasonerExample> xs, int pad, double k)
+    {
+        using var batch = ReasonerBatch.Of(xs, pad);
+        var tau = TargetLatents(target, batch);
+        long c = tau.shape[1];
+        var tf = SstMath.ScaledCosineLoss(online.PredictLatents(batch.PromptIds, batch.PromptMask, tau.narrow(1, 0, c - 1)), tau, batch.ContinuationMask, k);
+        var chain = online.Reason(batch.PromptIds, batch.PromptMask, (int)c);
+        var m = batch.ContinuationMask.to(ScalarType.Bool);
+        var cos = F.cosine_similarity(chain, tau, dim: -1).masked_select(m).mean().item<float>();
+        var readout = chain.matmul(online.Model.EmbeddingWeight.to(ScalarType.Float32).t()).argmax(-1);
+        var acc = readout.eq(batch.Continuation).masked_select(m).to(ScalarType.Float32).mean().item<float>();
+        var valid = chain.index(m);
+        return new Dictionary<string, double>
+        {
+            ["loss_teacher_forced"] = tf.item<float>(),
+            ["chain_cos"] = cos,
+            ["chain_readout_acc"] = acc,
+            ["effective_rank"] = SstMath.EffectiveRank(valid),
+            ["dim_std"] = SstMath.MeanDimStd(valid),
+        };
+    }
+
+    /// <summary>Phase 3: the Reasoner frozen, a Talker trained to say the continuation from the Reasoner's own chains.</summary>
+    public static PhaseResult RunTalker(ReasonerOptions o, TextWriter? log = null, CancellationToken cancel = default)
+    {
+        o.Validate();
+        TorchRuntime.Initialize();
+        var data = Data(o);
+        var srcDir = o.ModelDir(Sst);
+        if (!Directory.Exists(srcDir)) throw new DirectoryNotFoundException($"{srcDir} not found: run `latentlab reasoner sst` with the same --out first");
+        using var reasoner = Reasoner.Load(srcDir);
+        reasoner.Model.ComputeDType = TorchRuntime.ParseDType(o.Compute);
+        foreach (var p in reasoner.Model.parameters()) p.requires_grad = false;
+        int steps = reasoner.Settings.LatentSteps;
+
+        // The chains of a fixed pool of training problems, computed once (the Reasoner is frozen, so they never change).
+        var pool = data.Train(Seeds.For(o.Seed + 2, -1), o.TalkerPool);
+        using var chains = Chains(reasoner, pool, Pad(data));
+
+        var tok = data.Tokenizer;
+        var talkerConfig = new TalkerConfig(o.Talker == "dual" ? TalkerKind.Dual : TalkerKind.Mono, reasoner.Model.Config.HiddenSize,
+            TalkerConfig.DecoderConfig(tok.VocabSize, o.TalkerHidden, o.TalkerLayers, 4, 4096, tok.BosId, tok.EosId, tok.PadId), o.TalkerEncoderLayers);
+        TorchRuntime.Seed(o.Seed + 3);
+        using var talker = Talker.Create(talkerConfig);
+        var trainable = new Trainable(talker, (step, micro) =>
+        {
+            var rng = new Random(unchecked((int)Seeds.For(o.Seed + 3, step, micro)));
+            var idx = Enumerable.Range(0, o.BatchSize).Select(_ => rng.Next(pool.Count)).ToArray();
+            using var idxT = tensor(idx.Select(i => (long)i).ToArray());
+            using var lat = chains.index_select(0, idxT);
+            return TalkerLoss(talker, lat, idx.Select(i => pool[i]).ToList(), Pad(data));
+        });
+        var trainer = new Trainer(TrainerFor(o, TalkerPhase, o.TalkerSteps, o.TalkerLr), RunConfig(o, TalkerPhase), log);
+        var sw = Stopwatch.StartNew();
+        var result = trainer.Run(trainable, cancel);
+        var dir = o.ModelDir(TalkerPhase);
+        talker.Save(dir);
+        return new PhaseResult(TalkerPhase, Path.GetFullPath(dir), result, sw.Elapsed.TotalSeconds);
+    }
+
+    /// <summary>The Reasoner's latent chains [N, LatentSteps, D] for examples, in chunks, without gradients.</summary>
+    public static Tensor Chains(Reasoner reasoner, IReadOnlyList<ReasonerExample> xs, int pad, int chunk = 128)
+    {
+        using var _ = no_grad();
+        var parts = new List<Tensor>();
+        for (int s = 0; s < xs.Count; s += chunk)
+        {
+            using var b = ReasonerBatch.Of(xs.Skip(s).Take(chunk).ToList(), pad);
+            parts.Add(reasoner.Reason(b.PromptIds, b.PromptMask, reasoner.Settings.LatentSteps));
+        }
+        var all = cat(parts, 0);
+        foreach (var p in parts) p.Dispose();
+        return all;
+    }
+
+    /// <summary>Cross-entropy of the Talker on continuations (start token, then teacher forcing) given latent chains [B, L, D].</summary>
+    public static TrainLoss TalkerLoss(Talker talker, Tensor latents, IReadOnlyList<ReasonerExample> xs, int pad)
+    {
+        int start = talker.Config.Decoder.BosTokenId ?? throw new InvalidOperationException("talker config has no bos token");
+        int b = xs.Count, t = xs.Max(x => x.Continuation.Length);
+        var ids = new long[b * t]; var tgt = new long[b * t];
+        long n = 0;
+        for (int i = 0; i < b; i++)
+        {
+            var c = xs[i].Continuation;
+            for (int j = 0; j < t; j++)
+            {
+                ids[i * t + j] = j == 0 ? start : j - 1 < c.Length ? c[j - 1] : pad;
+                tgt[i * t + j] = j < c.Length ? c[j] : -100;
+                if (j < c.Length) n++;
+            }
+        }
+        using var idsT = tensor(ids).view(b, t);
+        using var tgtT = tensor(tgt).view(b, t);
+        using var logits = talker.Logits(latents, idsT);
+        var loss = F.cross_entropy(logits.reshape(-1, logits.shape[^1]), tgtT.view(-1), ignore_index: -100);
+        return new TrainLoss(loss, n);
+    }
+
+    /// <summary>The coupled baseline: the pre-trained transformer trained on as an LM, on SST's batches, for SST's steps.</summary>
+    public static PhaseResult RunBaseline(ReasonerOptions o, TextWriter? log = null, CancellationToken cancel = default)
+    {
+        o.Validate();
+        TorchRuntime.Initialize();
+        var data = Data(o);
+        using var model = LoadPretrained(o.ModelDir(Pretrain));
+        model.ComputeDType = TorchRuntime.ParseDType(o.Compute);
+        var trainable = new Trainable(model, (step, micro) => LmLoss(model, data.Train(Seeds.For(o.Seed + 1, step, micro), o.BatchSize), Pad(data)));
+        var trainer = new Trainer(TrainerFor(o, Baseline, o.SstSteps, o.SstLr), RunConfig(o, Baseline), log)
+        {
+            Evaluate = _ => LmEval(model, data, o.Seed),
+        };
+        var sw = Stopwatch.StartNew();
+        var result = trainer.Run(trainable, cancel);
+        var dir = o.ModelDir(Baseline);
+        Checkpoints.Save(model, dir);
+        data.Tokenizer.Save(dir);
+        return new PhaseResult(Baseline, Path.GetFullPath(dir), result, sw.Elapsed.TotalSeconds);
+    }
+}

@@ -1,0 +1,297 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using LatentLab.Hooks;
+using LatentLab.IO;
+using LatentLab.Models;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace LatentLab.Methods.JepaReasoner;
+
+#pragma warning disable IDE1006 // field names are weight names
+
+public enum TalkerKind { Mono, Dual }
+
+/// <summary>
+/// A Talker's shape. <see cref="Decoder"/> is the token decoder (its vocabulary is the Reasoner's); <see cref="LatentDim"/>
+/// the Reasoner's width; <see cref="EncoderLayers"/> the Dual Talker's encoder depth (ignored by Mono).
+/// </summary>
+public sealed record TalkerConfig(TalkerKind Kind, int LatentDim, TransformerConfig Decoder, int EncoderLayers = 1)
+{
+    public const string ConfigFile = "talker.json", WeightsFile = "talker.safetensors";
+
+    public JsonObject ToJson() => new()
+    {
+        ["kind"] = Kind.ToString().ToLowerInvariant(),
+        ["latent_dim"] = LatentDim,
+        ["encoder_layers"] = EncoderLayers,
+        ["decoder"] = Decoder.ToHuggingFace(),
+    };
+
+    public static TalkerConfig FromJson(JsonObject o, string source)
+    {
+        try
+        {
+            var kind = (string?)o["kind"] switch
+            {
+                "mono" => TalkerKind.Mono,
+                "dual" => TalkerKind.Dual,
+                var k => throw new InvalidDataException($"{source}: unknown talker kind '{k}' (mono or dual)"),
+            };
+            return new TalkerConfig(kind, (int)o["latent_dim"]!, TransformerConfig.FromHuggingFace(o["decoder"]!.AsObject()), (int)(o["encoder_layers"] ?? 1));
+        }
+        catch (Exception e) when (e is NullReferenceException or InvalidOperationException or FormatException)
+        {
+            throw new InvalidDataException($"{source}: not a talker config ({e.Message})", e);
+        }
+    }
+
+    /// <summary>The small Llama-family decoder a Talker uses by default.</summary>
+    public static TransformerConfig DecoderConfig(int vocab, int hidden, int layers, int heads, int maxPositions, int? bos, int? eos, int? pad) => new()
+    {
+        Architecture = "LlamaForCausalLM",
+        VocabSize = vocab,
+        HiddenSize = hidden,
+        NumLayers = layers,
+        NumHeads = heads,
+        NumKvHeads = heads,
+        HeadDim = hidden / heads,
+        IntermediateSize = hidden * 3,
+        TieEmbeddings = true,
+        MaxPositions = maxPositions,
+        BosTokenId = bos,
+        EosTokenIds = eos is { } e ? new[] { e } : Array.Empty<int>(),
+        PadTokenId = pad,
+    };
+}
+
+/// <summary>
+/// Turns a finished latent chain into tokens, trained with cross-entropy. It sees the whole chain before its first
+/// token (continuous guidance) and its tokens never flow back into the chain (error containment).
+/// </summary>
+public abstract class Talker : nn.Module
+{
+    protected Talker(string name, TalkerConfig config) : base(name) => Config = config;
+
+    public TalkerConfig Config { get; }
+
+    /// <summary>
+    /// Next-token logits [B, T, V] for decoder inputs <paramref name="inputIds"/> [B, T] (a start token followed by the
+    /// tokens so far) given the latent chain [B, L, D]. Position i predicts token i + 1.
+    /// </summary>
+    public abstract Tensor Logits(Tensor latents, Tensor inputIds);
+
+    /// <summary>
+    /// Generates up to <paramref name="maxNew"/> tokens per row from the latent chain. <paramref name="choose"/> maps the
+    /// step and that step's logits [B, V] to the tokens [B] (greedy argmax when null); a row stops after <paramref name="eos"/>.
+    /// Re-runs the decoder over the growing sequence (the decoders here are small and the chains short).
+    /// </summary>
+    public int[][] Generate(Tensor latents, int maxNew, int eos, Func<int, Tensor, Tensor>? choose = null)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        long b = latents.shape[0];
+        int start = Config.Decoder.BosTokenId ?? throw new InvalidOperationException("talker decoder config has no bos token");
+        var ids = full(b, 1, start, dtype: ScalarType.Int64, device: latents.device);
+        var outRows = Enumerable.Range(0, (int)b).Select(_ => new List<int>()).ToArray();
+        var done = new bool[b];
+        for (int step = 0; step < maxNew && done.Any(d => !d); step++)
+        {
+            using var inner = NewDisposeScope();
+            var last = Logits(latents, ids).select(1, -1);
+            var next = choose?.Invoke(step, last) ?? last.argmax(-1);
+            var values = next.to(ScalarType.Int64).cpu().data<long>().ToArray();
+            for (int i = 0; i < b; i++)
+            {
+                if (done[i]) continue;
+                outRows[i].Add((int)values[i]);
+                if (values[i] == eos) done[i] = true;
+            }
+            ids = cat(new[] { ids, next.to(ScalarType.Int64).view(b, 1) }, 1).MoveToOuterDisposeScope();
+        }
+        return outRows.Select(r => r.ToArray()).ToArray();
+    }
+
+    public static Talker Create(TalkerConfig config) => config.Kind switch
+    {
+        TalkerKind.Mono => new MonoTalker(config),
+        TalkerKind.Dual => new DualTalker(config),
+        _ => throw new ArgumentException($"unknown talker kind {config.Kind}"),
+    };
+
+    public void Save(string dir)
+    {
+        Directory.CreateDirectory(dir);
+        AtomicFile.WriteAllText(Path.Combine(dir, TalkerConfig.ConfigFile), Config.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        using var scope = NewDisposeScope();
+        SafetensorsWriter.Write(Path.Combine(dir, TalkerConfig.WeightsFile),
+            named_parameters().Select(p => new KeyValuePair<string, Tensor>(p.name, p.parameter.detach().contiguous())));
+    }
+
+    public static Talker Load(string dir)
+    {
+        var cfgPath = Path.Combine(dir, TalkerConfig.ConfigFile);
+        if (!File.Exists(cfgPath)) throw new FileNotFoundException($"{cfgPath} not found: is {dir} a Talker folder written by `reasoner talker`?", cfgPath);
+        JsonObject json;
+        try { json = JsonNode.Parse(File.ReadAllText(cfgPath))!.AsObject(); }
+        catch (Exception e) when (e is JsonException or InvalidOperationException or NullReferenceException) { throw new InvalidDataException($"{cfgPath}: not valid JSON ({e.Message})", e); }
+        var talker = Create(TalkerConfig.FromJson(json, cfgPath));
+        var weights = Path.Combine(dir, TalkerConfig.WeightsFile);
+        using var f = SafetensorsCheckpoint.Open(weights);
+        using (no_grad())
+            foreach (var (name, p) in talker.named_parameters())
+            {
+                if (!f.Contains(name)) throw new InvalidDataException($"{weights}: lacks '{name}'");
+                using var t = f.Read(name, p.dtype, p.device);
+                if (!t.shape.SequenceEqual(p.shape)) throw new InvalidDataException($"{weights}: '{name}' has shape [{string.Join(",", t.shape)}], the config implies [{string.Join(",", p.shape)}]");
+                p.copy_(t);
+            }
+        talker.eval();
+        return talker;
+    }
+}
+
+/// <summary>Mono Talker: one decoder-only transformer that reads the (projected) latent chain as a prefix, then its tokens.</summary>
+public sealed class MonoTalker : Talker
+{
+    readonly Proj latent_in;
+    readonly DecoderLM decoder;
+
+    public MonoTalker(TalkerConfig config) : base("MonoTalker", config)
+    {
+        latent_in = new Proj("latent_in", config.LatentDim, config.Decoder.HiddenSize, true);
+        decoder = new DecoderLM(config.Decoder);
+        RegisterComponents();
+    }
+
+    public DecoderLM Decoder => decoder;
+
+    public override Tensor Logits(Tensor latents, Tensor inputIds)
+    {
+        using var scope = NewDisposeScope();
+        long l = latents.shape[1], t = inputIds.shape[1];
+        var embeds = cat(new[] { latent_in.forward(latents.to(ScalarType.Float32)), decoder.Embed(inputIds) }, 1);
+        using var output = decoder.Forward(inputEmbeds: embeds);
+        return output.Logits!.narrow(1, l, t).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>Cross-attention from decoder positions to encoder states; RoPE on both sides lets token i find latent i by offset.</summary>
+public sealed class CrossAttention : nn.Module
+{
+    readonly Proj q_proj, k_proj, v_proj, o_proj;
+    readonly int _heads, _headDim;
+
+    public CrossAttention(TransformerConfig c) : base("cross_attn")
+    {
+        _heads = c.NumHeads;
+        _headDim = c.HeadDim;
+        q_proj = new Proj("q_proj", c.HiddenSize, c.NumHeads * c.HeadDim, false);
+        k_proj = new Proj("k_proj", c.HiddenSize, c.NumHeads * c.HeadDim, false);
+        v_proj = new Proj("v_proj", c.HiddenSize, c.NumHeads * c.HeadDim, false);
+        o_proj = new Proj("o_proj", c.NumHeads * c.HeadDim, c.HiddenSize, false);
+        RegisterComponents();
+    }
+
+    public Tensor Forward(Tensor x, Tensor memory, (Tensor Cos, Tensor Sin) qRope, (Tensor Cos, Tensor Sin) kRope)
+    {
+        using var scope = NewDisposeScope();
+        long b = x.shape[0], t = x.shape[1], s = memory.shape[1];
+        var q = Rope.Apply(q_proj.forward(x).view(b, t, _heads, _headDim).transpose(1, 2), qRope.Cos, qRope.Sin);
+        var k = Rope.Apply(k_proj.forward(memory).view(b, s, _heads, _headDim).transpose(1, 2), kRope.Cos, kRope.Sin);
+        var v = v_proj.forward(memory).view(b, s, _heads, _headDim).transpose(1, 2);
+        var o = F.scaled_dot_product_attention(q, k, v);
+        return o_proj.forward(o.transpose(1, 2).reshape(b, t, _heads * _headDim)).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>A decoder block of the Dual Talker: causal self-attention, cross-attention to the encoded chain, SwiGLU MLP (pre-norm).</summary>
+public sealed class CrossBlock : nn.Module
+{
+    readonly RmsNorm input_layernorm, cross_layernorm, post_attention_layernorm;
+    readonly Attention self_attn;
+    readonly CrossAttention cross_attn;
+    readonly Mlp mlp;
+
+    public CrossBlock(TransformerConfig c, int index) : base($"{index}")
+    {
+        input_layernorm = new RmsNorm("input_layernorm", c.HiddenSize, c.NormEps, false);
+        cross_layernorm = new RmsNorm("cross_layernorm", c.HiddenSize, c.NormEps, false);
+        post_attention_layernorm = new RmsNorm("post_attention_layernorm", c.HiddenSize, c.NormEps, false);
+        self_attn = new Attention(c);
+        cross_attn = new CrossAttention(c);
+        mlp = new Mlp(c);
+        RegisterComponents();
+    }
+
+    public Tensor Forward(Tensor x, Tensor memory, (Tensor Cos, Tensor Sin) rope, Tensor causal, (Tensor Cos, Tensor Sin) memRope, int layer)
+    {
+        x = x + self_attn.Forward(input_layernorm.forward(x), rope.Cos, rope.Sin, causal, null, layer);
+        x = x + cross_attn.Forward(cross_layernorm.forward(x), memory, rope, memRope);
+        return x + mlp.forward(post_attention_layernorm.forward(x));
+    }
+}
+
+/// <summary>
+/// Dual Talker: a bidirectional encoder over the latent chain (the decoder's block type with an all-visible mask) and a
+/// token decoder whose blocks cross-attend to the encoded chain.
+/// </summary>
+public sealed class DualTalker : Talker
+{
+    readonly Proj latent_in;
+    readonly ModuleList<Block> encoder;
+    readonly RmsNorm encoder_norm;
+    readonly Embedding embed_tokens;
+    readonly ModuleList<CrossBlock> layers;
+    readonly RmsNorm norm;
+    readonly Rope _rope;
+
+    public DualTalker(TalkerConfig config) : base("DualTalker", config)
+    {
+        var c = config.Decoder;
+        c.Validate();
+        latent_in = new Proj("latent_in", config.LatentDim, c.HiddenSize, true);
+        encoder = new ModuleList<Block>(Enumerable.Range(0, config.EncoderLayers).Select(i => new Block(c, i)).ToArray());
+        encoder_norm = new RmsNorm("encoder_norm", c.HiddenSize, c.NormEps, false);
+        embed_tokens = nn.Embedding(c.VocabSize, c.HiddenSize);
+        layers = new ModuleList<CrossBlock>(Enumerable.Range(0, c.NumLayers).Select(i => new CrossBlock(c, i)).ToArray());
+        norm = new RmsNorm("norm", c.HiddenSize, c.NormEps, false);
+        RegisterComponents();
+        _rope = new Rope(c.HeadDim, c.RopeTheta, c.RopeScaling);
+        using var _ = no_grad();
+        nn.init.normal_(embed_tokens.weight!, 0, 0.02);
+    }
+
+    (Tensor, Tensor) Tables(long b, long n, Device dev) => _rope.Tables(arange(n, dtype: ScalarType.Int64, device: dev).unsqueeze(0).expand(b, n));
+
+    /// <summary>The encoded chain [B, L, H].</summary>
+    public Tensor Encode(Tensor latents)
+    {
+        using var scope = NewDisposeScope();
+        long b = latents.shape[0], l = latents.shape[1];
+        var x = latent_in.forward(latents.to(ScalarType.Float32));
+        var (cos, sin) = Tables(b, l, latents.device);
+        var all = ones(b, 1, l, l, dtype: ScalarType.Bool, device: latents.device);
+        var hooks = new HookRunner(null, encoder.Count, null, null, 0, b, l, new Dictionary<string, Tensor>());
+        for (int i = 0; i < encoder.Count; i++) x = encoder[i].Forward(x, cos, sin, all, null, i, hooks);
+        return encoder_norm.forward(x).MoveToOuterDisposeScope();
+    }
+
+    public override Tensor Logits(Tensor latents, Tensor inputIds)
+    {
+        using var scope = NewDisposeScope();
+        var memory = Encode(latents);
+        long b = inputIds.shape[0], t = inputIds.shape[1], l = latents.shape[1];
+        var dev = inputIds.device;
+        var rope = Tables(b, t, dev);
+        var memRope = Tables(b, l, dev);
+        var idx = arange(t, dtype: ScalarType.Int64, device: dev);
+        var causal = (idx.view(1, 1, 1, t) <= idx.view(1, 1, t, 1)).expand(b, 1, t, t);
+        var x = embed_tokens.forward(inputIds);
+        for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, memory, rope, causal, memRope, i);
+        var h = norm.forward(x);
+        return F.linear(h, embed_tokens.weight!).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,117 @@
+using System.Text;
+using LatentLab.Methods.JepaReasoner;
+
+namespace LatentLab.Tests;
+
+/// <summary>
+/// Each phase is a Trainer run: interrupted after a checkpoint and started again with the same options, it resumes and
+/// ends with exactly the files of an uninterrupted run (SST included, whose EMA target is extra checkpoint state).
+/// The Trainer's own test kills a real process; here the interruption is a cancellation right after a checkpoint.
+/// </summary>
+public sealed class JepaReasonerPhaseTests : IDisposable
+{
+    readonly string _dir = Directory.CreateTempSubdirectory("ll-reasoner").FullName;
+    public void Dispose() => Directory.Delete(_dir, true);
+
+    ReasonerOptions Tiny(string name) => new()
+    {
+        Task = "tree", Difficulty = 1, Hidden = 16, Layers = 1, Heads = 2, TalkerHidden = 16, TalkerLayers = 1, BatchSize = 4,
+        PretrainSteps = 6, SstSteps = 6, TalkerSteps = 6, TalkerPool = 8, Seed = 7, OutDir = Path.Combine(_dir, name), ProgressBar = false,
+    };
+
+    /// <summary>A log that cancels the run once the trainer reports the checkpoint of step 2.</summary>
+    sealed class CancelAfterCheckpoint(CancellationTokenSource cts) : TextWriter
+    {
+        public readonly StringBuilder Seen = new();
+        public override Encoding Encoding => Encoding.UTF8;
+        public override void WriteLine(string? value)
+        {
+            Seen.AppendLine(value);
+            if (value?.Contains("checkpoint step-000002") == true) cts.Cancel();
+        }
+    }
+
+    static void Interrupted(Func<ReasonerOptions, TextWriter?, CancellationToken, PhaseResult> phase, ReasonerOptions o)
+    {
+        using var cts = new CancellationTokenSource();
+        var log = new CancelAfterCheckpoint(cts);
+        Assert.ThrowsAny<OperationCanceledException>(() => phase(o, log, cts.Token));
+        var again = new StringWriter();
+        var r = phase(o, again, default);
+        Assert.Contains("resumed from", again.ToString());
+        Assert.Equal(2, r.Train.ResumedFrom);
+    }
+
+    static Dictionary<string, byte[]> Weights(string dir) =>
+        Directory.GetFiles(dir, "*.safetensors").ToDictionary(f => Path.GetFileName(f), File.ReadAllBytes);
+
+    static void SameWeights(string a, string b)
+    {
+        var wa = Weights(a);
+        var wb = Weights(b);
+        Assert.NotEmpty(wa);
+        Assert.Equal(wa.Keys.Order(), wb.Keys.Order());
+        foreach (var (k, v) in wa) Assert.True(v.AsSpan().SequenceEqual(wb[k]), $"{k} differs between {a} and {b}");
+    }
+
+    [Fact]
+    public void EveryPhaseResumesToTheWeightsOfAnUninterruptedRun()
+    {
+        var straight = Tiny("straight");
+        var cut = Tiny("cut");
+        var quiet = TextWriter.Null;
+        ReasonerPhases.RunPretrain(straight, quiet);
+        ReasonerPhases.RunSst(straight, quiet);
+        ReasonerPhases.RunTalker(straight, quiet);
+        ReasonerPhases.RunBaseline(straight, quiet);
+
+        Interrupted(ReasonerPhases.RunPretrain, cut);
+        SameWeights(straight.ModelDir(ReasonerPhases.Pretrain), cut.ModelDir(ReasonerPhases.Pretrain));
+        Interrupted(ReasonerPhases.RunSst, cut);
+        SameWeights(straight.ModelDir(ReasonerPhases.Sst), cut.ModelDir(ReasonerPhases.Sst));
+        Interrupted(ReasonerPhases.RunTalker, cut);
+        SameWeights(straight.ModelDir(ReasonerPhases.TalkerPhase), cut.ModelDir(ReasonerPhases.TalkerPhase));
+        Interrupted(ReasonerPhases.RunBaseline, cut);
+        SameWeights(straight.ModelDir(ReasonerPhases.Baseline), cut.ModelDir(ReasonerPhases.Baseline));
+
+        // The SST run logged its collapse diagnostics.
+        var metrics = File.ReadAllText(Path.Combine(cut.PhaseDir(ReasonerPhases.Sst), "train", "metrics.jsonl"));
+        Assert.Contains("eval_effective_rank", metrics);
+        Assert.Contains("eval_dim_std", metrics);
+        var settings = ReasonerSettings.Load(cut.ModelDir(ReasonerPhases.Sst));
+        Assert.True(settings.L2);
+        Assert.False(ReasonerSettings.Load(cut.ModelDir(ReasonerPhases.Pretrain)).L2);
+    }
+
+    [Fact]
+    public void SstWithoutAPretrainedModelSaysWhatToRunFirst()
+    {
+        var e = Assert.Throws<DirectoryNotFoundException>(() => ReasonerPhases.RunSst(Tiny("none"), TextWriter.Null));
+        Assert.Contains("reasoner pretrain", e.Message);
+    }
+}
+
+public sealed class JepaReasonerOptionsTests
+{
+    [Fact]
+    public void OptionsFileOverridesDefaultsAndScaleGrowsStepsAndWidth()
+    {
+        var path = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(path, """{ "_comment": "x", "task": "cfg", "difficulty": 6, "hidden": 64, "sst_steps": 10, "momentum": 0.9 }""");
+            var o = ReasonerOptions.Load(path);
+            Assert.Equal("cfg", o.Task);
+            Assert.Equal(6, o.Difficulty);
+            Assert.Equal(0.9, o.Momentum);
+            Assert.Equal(4, o.LossScale); // left out: the paper's k
+            var big = o.Scaled(4);
+            Assert.Equal(40, big.SstSteps);
+            Assert.Equal(128, big.Hidden);
+            File.WriteAllText(path, "{ not json");
+            var e = Assert.Throws<InvalidDataException>(() => ReasonerOptions.Load(path));
+            Assert.Contains(path, e.Message);
+        }
+        finally { File.Delete(path); }
+    }
+}

@@ -1,0 +1,259 @@
+using LatentLab.Methods.JepaReasoner;
+using LatentLab.Models;
+using LatentLab.Tasks;
+using LatentLab.Tensors;
+using LatentLab.Text;
+using LatentLab.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace LatentLab.Tests;
+
+/// <summary>The JEPA-Reasoner's pieces: shapes and norms, the SST loss and EMA arithmetic, collapse diagnostics, NNLS, talkers, containment.</summary>
+public sealed class JepaReasonerTests
+{
+    static readonly CharTokenizer Tok = CharTokenizer.Create("0123456789lr(),;<>:=");
+
+    static Reasoner TinyReasoner(bool l2 = true, long seed = 1)
+    {
+        TorchRuntime.Initialize();
+        TorchRuntime.Seed(seed);
+        var model = new DecoderLM(Reasoner.ModelConfig(Tok, 32, 2, 4, 256));
+        return new Reasoner(model, new ReasonerSettings { L2 = l2, InputScale = Reasoner.MeanEmbeddingNorm(model), LatentSteps = 5 });
+    }
+
+    /// <summary>Bit-identical: same shape and every element equal.</summary>
+    static bool Same(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
+
+    static (Tensor Ids, Tensor Mask) Prompts()
+    {
+        // Two prompts of different lengths, left-padded.
+        var a = Tok.Encode("12(3,4);1>4=", addSpecialTokens: true);
+        var b = Tok.Encode("7(8,9);7>9=", addSpecialTokens: true);
+        var batch = ReasonerBatch.Of([new ReasonerExample(a, [2], ""), new ReasonerExample(b, [2], "")], 0);
+        batch.Continuation.Dispose();
+        batch.ContinuationMask.Dispose();
+        return (batch.PromptIds, batch.PromptMask);
+    }
+
+    [Fact]
+    public void ReasonerUsesQwen3LayoutWithQkNormAndTiedEmbeddings()
+    {
+        var c = Reasoner.ModelConfig(Tok, 32, 2, 4, 256);
+        Assert.True(c.QkNorm);
+        Assert.True(c.TieEmbeddings);
+        Assert.Equal("Qwen3ForCausalLM", c.Architecture);
+        TorchRuntime.Initialize();
+        using var untied = new DecoderLM(c with { TieEmbeddings = false });
+        Assert.Throws<ArgumentException>(() => new Reasoner(untied, new ReasonerSettings()));
+    }
+
+    [Fact]
+    public void LatentChainHasTheRightShapeAndUnitNormWhenL2IsOn()
+    {
+        using var r = TinyReasoner(l2: true);
+        var (ids, mask) = Prompts();
+        using var _ = no_grad();
+        using var chain = r.Reason(ids, mask, 6);
+        Assert.Equal(new long[] { 2, 6, 32 }, chain.shape);
+        using var norms = chain.norm(-1);
+        Assert.True(norms.sub(1).abs().max().item<float>() < 1e-5, "every latent lies on the unit sphere");
+
+        r.Settings = r.Settings with { L2 = false };
+        using var raw = r.Reason(ids, mask, 6);
+        using var rawNorms = raw.norm(-1);
+        Assert.True(rawNorms.sub(1).abs().max().item<float>() > 0.1, "with L2 off the latents are the final-norm outputs, not unit vectors");
+    }
+
+    [Fact]
+    public void ParallelPredictionFedTheChainReproducesTheAutoregressiveChain()
+    {
+        // The KV-cached loop (inference) and the parallel pass (SST training) must compute the same function.
+        using var r = TinyReasoner();
+        var (ids, mask) = Prompts();
+        using var _ = no_grad();
+        using var chain = r.Reason(ids, mask, 5);
+        using var parallel = r.PredictLatents(ids, mask, chain.narrow(1, 0, 4));
+        Assert.Equal(new long[] { 2, 5, 32 }, parallel.shape);
+        Assert.True(parallel.sub(chain).abs().max().item<float>() < 1e-4);
+    }
+
+    [Fact]
+    public void ScaledCosineLossOnHandMadeVectors()
+    {
+        TorchRuntime.Initialize();
+        using var pred = tensor(new float[] { 1, 0, 0, 1, 2, 0 }).view(1, 3, 2);   // (1,0), (0,1), (2,0)
+        using var target = tensor(new float[] { 1, 0, 1, 0, -1, 0 }).view(1, 3, 2); // (1,0), (1,0), (-1,0)
+        // cos = 1, 0, −1  →  k(1 − cos) = 0, k, 2k.
+        using var all = ones(1, 3);
+        Assert.Equal(4 * (0 + 1 + 2) / 3.0, SstMath.ScaledCosineLoss(pred, target, all, 4).item<float>(), 5);
+        using var firstTwo = tensor(new float[] { 1, 1, 0 }).view(1, 3);
+        Assert.Equal(4 * (0 + 1) / 2.0, SstMath.ScaledCosineLoss(pred, target, firstTwo, 4).item<float>(), 5);
+        Assert.Equal(1.0, SstMath.ScaledCosineLoss(pred, target, firstTwo, 2).item<float>(), 5);
+    }
+
+    [Fact]
+    public void EmaTargetMovesByOneMinusMomentumTowardsTheOnlineEncoder()
+    {
+        using var online = TinyReasoner(seed: 1);
+        using var target = TinyReasoner(seed: 2);
+        using var ema = Ema.IntoTarget(online.Model, target.Model);
+        var name = "model.layers.0.self_attn.q_proj.weight";
+        Tensor P(Reasoner r) => r.Model.named_parameters().First(p => p.name == name).parameter;
+        Assert.True(Same(P(online), P(target)), "the target starts as a copy of the online encoder");
+        Assert.False(P(target).requires_grad);
+
+        using (no_grad()) P(online).add_(1.0);
+        using var before = P(target).clone();
+        using var onlineNow = P(online).clone();
+        ema.Update(online.Model, 0.98);
+        using var expected = before * 0.98 + onlineNow * 0.02;
+        Assert.True(P(target).sub(expected).abs().max().item<float>() < 1e-6);
+    }
+
+    [Fact]
+    public void EffectiveRankAndSpreadSeeCollapse()
+    {
+        TorchRuntime.Initialize();
+        TorchRuntime.Seed(3);
+        using var iso = randn(2000, 8);
+        double full = SstMath.EffectiveRank(iso);
+        Assert.InRange(full, 7.5, 8.0);
+        using var dir = randn(1, 8);
+        using var coef = randn(2000, 1);
+        using var line = coef * dir;
+        Assert.InRange(SstMath.EffectiveRank(line), 0.99, 1.01);
+        using var same = ones(100, 8);
+        Assert.Equal(0, SstMath.MeanDimStd(same), 9);
+        Assert.InRange(SstMath.MeanDimStd(iso), 0.9, 1.1);
+    }
+
+    [Fact]
+    public void NnlsRecoversANonNegativeMixtureAndClipsNegativeParts()
+    {
+        var basis = new List<float[]> { new float[] { 1, 0, 0 }, new float[] { 0, 1, 0 }, new float[] { 0, 0, 1 }, new float[] { 0.6f, 0.8f, 0 } };
+        var w = LatentAnalysis.Nnls(basis, new float[] { 0.7f, 0, 0.3f });
+        Assert.Equal(0.7, w[0] + 0.6 * w[3], 5);
+        Assert.Equal(0.3, w[2], 5);
+        Assert.All(w, x => Assert.True(x >= 0));
+        // A target with a negative component: the best non-negative fit puts no weight on e2.
+        var v = LatentAnalysis.Nnls(basis.Take(3).ToList(), new float[] { 0.5f, -0.5f, 0 });
+        Assert.Equal(0.5, v[0], 6);
+        Assert.Equal(0, v[1], 6);
+    }
+
+    static TalkerConfig TalkerCfg(TalkerKind kind) =>
+        new(kind, 16, TalkerConfig.DecoderConfig(Tok.VocabSize, 32, 1, 4, 128, Tok.BosId, Tok.EosId, Tok.PadId), 1);
+
+    [Theory]
+    [InlineData(TalkerKind.Mono)]
+    [InlineData(TalkerKind.Dual)]
+    public void TalkerOverfitsATinyBatch(TalkerKind kind)
+    {
+        TorchRuntime.Initialize();
+        TorchRuntime.Seed(11);
+        using var talker = Talker.Create(TalkerCfg(kind));
+        using var latents = nn.functional.normalize(randn(4, 7, 16), p: 2, dim: -1);
+        var rng = new Random(5);
+        var xs = Enumerable.Range(0, 4).Select(_ =>
+            new ReasonerExample([], [.. Enumerable.Range(0, 5).Select(_ => rng.Next(6, Tok.VocabSize)), Tok.EosId!.Value], "")).ToList();
+        using var opt = optim.Adam(talker.parameters(), 3e-3);
+        double first = 0, last = 0;
+        for (int step = 0; step < 150; step++)
+        {
+            using var scope = NewDisposeScope();
+            opt.zero_grad();
+            var loss = ReasonerPhases.TalkerLoss(talker, latents, xs, 0).Loss;
+            loss.backward();
+            opt.step();
+            if (step == 0) first = loss.item<float>();
+            last = loss.item<float>();
+        }
+        Assert.True(last < 0.05 * first, $"{kind} talker loss went from {first:F3} to {last:F3}");
+        talker.eval();
+        var said = talker.Generate(latents, 8, Tok.EosId!.Value);
+        for (int i = 0; i < 4; i++) Assert.Equal(xs[i].Continuation, said[i]);
+    }
+
+    [Theory]
+    [InlineData(TalkerKind.Mono)]
+    [InlineData(TalkerKind.Dual)]
+    public void TalkerSavesAndLoadsToTheSameFunction(TalkerKind kind)
+    {
+        TorchRuntime.Initialize();
+        TorchRuntime.Seed(2);
+        var dir = Directory.CreateTempSubdirectory("ll-talker").FullName;
+        try
+        {
+            using var talker = Talker.Create(TalkerCfg(kind));
+            talker.Save(dir);
+            using var back = Talker.Load(dir);
+            using var _ = no_grad();
+            using var lat = randn(2, 3, 16);
+            using var ids = tensor(new long[] { 1, 7, 8, 1, 9, 10 }).view(2, 3);
+            Assert.True(Same(talker.Logits(lat, ids), back.Logits(lat, ids)));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void TokenErrorsCannotReachTheLatentChain()
+    {
+        using var reasoner = TinyReasoner();
+        TorchRuntime.Seed(4);
+        using var talker = Talker.Create(new TalkerConfig(TalkerKind.Mono, 32,
+            TalkerConfig.DecoderConfig(Tok.VocabSize, 32, 1, 4, 128, Tok.BosId, Tok.EosId, Tok.PadId)));
+        var (ids, mask) = Prompts();
+
+        // 1. Bit-identical chains whatever the Talker samples: greedy, then tokens resampled at random, then perturbed.
+        Tensor chain;
+        using (no_grad()) chain = reasoner.Reason(ids, mask, 6);
+        var greedy = talker.Generate(chain, 6, -1);
+        using var g = new Generator(9);
+        var resampled = talker.Generate(chain, 6, -1, (_, logits) => multinomial(logits.softmax(-1), 1, generator: g).squeeze(-1));
+        var perturbed = talker.Generate(chain, 6, -1, (step, logits) => (logits.argmax(-1) + step + 1).remainder(Tok.VocabSize));
+        Assert.NotEqual(greedy[0], perturbed[0]);
+        using (no_grad())
+        {
+            using var again = reasoner.Reason(ids, mask, 6);
+            Assert.True(Same(again, chain), "the chain after sampling is bit-identical to the chain before");
+        }
+
+        // 2. Autograd: the sampled tokens' embeddings (leaves) get no gradient from the latents; the prompt does.
+        using var promptEmb = reasoner.Model.Embed(ids).detach().requires_grad_(true);
+        using var sampled = tensor(perturbed.Select(r => r.Select(t => (long)t).ToArray()).SelectMany(x => x).ToArray()).view(2, -1);
+        using var tokenEmb = reasoner.Model.Embed(sampled).detach().requires_grad_(true);
+        using var latents = ReasonFromEmbeddings(reasoner, promptEmb, mask, 6);
+        // The Talker consumes both (its logits depend on the sampled tokens) — one graph, as in generation.
+        using var talkerLogits = talker.Logits(latents, sampled);
+        var grads = autograd.grad(new[] { latents.sum() }, new[] { promptEmb, tokenEmb }, allow_unused: true);
+        Assert.True(grads[0].abs().sum().item<float>() > 0, "sanity: the latents do depend on the prompt");
+        Assert.True(grads[1] is null || grads[1].IsInvalid || grads[1].abs().sum().item<float>() == 0,
+            "∂latents/∂(sampled token embeddings) must be zero");
+
+        // 3. The same probe on a coupled LM, which feeds its sampled tokens back, finds a non-zero gradient: the test can fail.
+        using var coupledIn = cat(new[] { promptEmb, tokenEmb }, 1);
+        using var coupledMask = cat(new[] { mask, ones_like(sampled) }, 1);
+        using var coupled = reasoner.Model.Forward(inputEmbeds: coupledIn, attentionMask: coupledMask, logits: LogitsMode.None);
+        var cg = autograd.grad(new[] { coupled.Hidden.select(1, -1).sum() }, new[] { tokenEmb }, allow_unused: true);
+        Assert.True(cg[0].abs().sum().item<float>() > 0);
+        chain.Dispose();
+    }
+
+    /// <summary>The Reasoner's loop from prompt embeddings (so a test can take gradients with respect to them).</summary>
+    static Tensor ReasonFromEmbeddings(Reasoner r, Tensor promptEmb, Tensor mask, int steps)
+    {
+        var inputs = promptEmb;
+        var latents = new List<Tensor>();
+        var m = mask;
+        for (int t = 0; t < steps; t++)
+        {
+            using var o = r.Model.Forward(inputEmbeds: inputs, attentionMask: m, logits: LogitsMode.None);
+            var lat = r.ToLatent(o.Hidden.narrow(1, o.Hidden.shape[1] - 1, 1));
+            latents.Add(lat);
+            inputs = cat(new[] { inputs, lat * r.Settings.InputScale }, 1);
+            m = cat(new[] { m, ones(m.shape[0], 1, dtype: m.dtype) }, 1);
+        }
+        return cat(latents, 1);
+    }
+}
