@@ -10,6 +10,7 @@ public static class ShortcutCommands
         ShortcutExtractCommands.Extract(),
         ShortcutExtractCommands.Merge(),
         ShortcutTrainCommands.Train(),
+        ShortcutEvalCommands.Eval(),
         ShortcutStudyCommands.Study(),
     };
 }
