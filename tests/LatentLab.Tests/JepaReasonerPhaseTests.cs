@@ -115,3 +115,21 @@ public sealed class JepaReasonerOptionsTests
         finally { File.Delete(path); }
     }
 }
+
+public sealed class JepaReasonerGsm8kDataTests
+{
+    [Fact]
+    public void FewShotPromptsAndGradingRejectAnInfiniteBabble()
+    {
+        var file = Path.Combine(AppContext.BaseDirectory, "Fixtures", "data", "gsm8k_test_excerpt.jsonl");
+        var all = Gsm8kReasonerData.Load(file);
+        var data = Gsm8kReasonerData.FromExamples("fixture", all.Take(30).ToList());
+        var zero = data.Example(all[35], []);
+        var two = data.Example(all[35], all.Take(2).ToList());
+        Assert.True(two.Prompt.Length > zero.Prompt.Length);
+        Assert.Equal(zero.Continuation, two.Continuation);
+        var tok = data.Tokenizer;
+        Assert.True(data.IsCorrect(zero, tok.Encode(" so\n#### " + all[35].Answer)));
+        Assert.False(data.IsCorrect(zero, tok.Encode(" 12" + new string('0', 400))));
+    }
+}

@@ -71,6 +71,10 @@ public sealed class Gsm8kReasonerData : IReasonerData
     public bool IsCorrect(ReasonerExample example, IReadOnlyList<int> generated)
     {
         var text = Tokenizer.Decode(generated.Where(t => t != Tokenizer.EosId));
-        return AnswerNormalizer.IsCorrect(text, example.Reference);
+        // A babbled digit run ("1200000…") parses to ±∞, which the relative-tolerance comparison would accept for any
+        // reference (|∞ − x| ≤ tol·∞); an infinite answer is never correct.
+        if (AnswerNormalizer.ExtractFinalAnswer(text) is not { } answer) return false;
+        if (AnswerNormalizer.Normalize(answer).Value is { } v && !double.IsFinite(v)) return false;
+        return AnswerNormalizer.Equivalent(answer, example.Reference);
     }
 }

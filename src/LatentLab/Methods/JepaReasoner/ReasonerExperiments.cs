@@ -31,8 +31,8 @@ public static class ReasonerExperiments
     /// <summary>Tree search at depth 2 (3 entries, 4 leaves).</summary>
     public static ReasonerOptions TreeDefaults { get; } = Small with { Task = "tree", Difficulty = 2, OutDir = "runs/reasoner-tree" };
 
-    /// <summary>Dyck-2 completion of 6-token prefixes, trained clean, tested under noise.</summary>
-    public static ReasonerOptions CfgDefaults { get; } = Small with { Task = "cfg", Difficulty = 6, OutDir = "runs/reasoner-cfg" };
+    /// <summary>Dyck-2 completion of 10-token prefixes (shorter ones leave too few distinct held-out problems), trained clean, tested under noise.</summary>
+    public static ReasonerOptions CfgDefaults { get; } = Small with { Task = "cfg", Difficulty = 10, OutDir = "runs/reasoner-cfg" };
 
     /// <summary>GSM8K-format text: a tiny character-level model, so only the harness is exercised at this scale.</summary>
     public static ReasonerOptions Gsm8kDefaults { get; } = new()
@@ -318,14 +318,24 @@ public static class ReasonerExperiments
         using var talker = Talker.Load(o.ModelDir(ReasonerPhases.TalkerPhase));
         using var baseline = Checkpoints.Load(o.ModelDir(ReasonerPhases.Baseline));
         var rows = new List<(int K, Proportion Jepa, Proportion Coupled, int PromptChars)>();
+        var samples = new JsonArray();
         foreach (int k in shots)
         {
             if (k > data.TrainExamples.Count) throw new ArgumentException($"{k}-shot needs {k} training examples; {o.TrainFile} has {data.TrainExamples.Count} after the hold-out");
             var rng = new Random(unchecked((int)o.Seed) + k);
             var xs = testExamples.Select(e => data.Example(e, data.TrainExamples.OrderBy(_ => rng.Next()).Take(k).ToList())).ToList();
-            var j = ReasonerEval.Accuracy(ReasonerEval.GradePipeline(reasoner, talker, data, xs, batchSize: 8));
-            var b = ReasonerEval.Accuracy(ReasonerEval.GradeBaseline(baseline, data, xs, batchSize: 8));
+            var jg = ReasonerEval.GradePipeline(reasoner, talker, data, xs, batchSize: 8);
+            var bg = ReasonerEval.GradeBaseline(baseline, data, xs, batchSize: 8);
+            var (j, b) = (ReasonerEval.Accuracy(jg), ReasonerEval.Accuracy(bg));
             rows.Add((k, j, b, (int)xs.Average(x => x.Prompt.Length)));
+            // What each model said, with the answer the grader extracted: accuracy on free text needs eyes on it.
+            foreach (var (who, graded) in new[] { ("jepa_reasoner", jg), ("coupled_baseline", bg) })
+                foreach (var g in graded)
+                {
+                    var text = data.Tokenizer.Decode(g.Generated.Where(t => t != data.Tokenizer.EosId));
+                    samples.Add(new JsonObject { ["k"] = k, ["model"] = who, ["reference"] = g.Example.Reference,
+                        ["extracted"] = AnswerNormalizer.ExtractFinalAnswer(text), ["correct"] = g.Correct, ["output"] = text });
+                }
             log.WriteLine($"gsm8k {k}-shot: JEPA-Reasoner {j}; coupled baseline {b}");
         }
         var table = new StringBuilder("| shots | mean prompt tokens | JEPA-Reasoner accuracy | coupled accuracy |\n|---|---|---|---|\n");
@@ -336,13 +346,14 @@ public static class ReasonerExperiments
             ["test_examples"] = testExamples.Count, ["options"] = o.ToJson(), ["seconds"] = sw.Elapsed.TotalSeconds,
             ["shots"] = new JsonArray(rows.Select(x => (JsonNode)new JsonObject { ["k"] = x.K, ["jepa_reasoner"] = Acc(x.Jepa), ["coupled_baseline"] = Acc(x.Coupled) }).ToArray()),
         };
+        AtomicFile.WriteAllText(Path.Combine(o.OutDir, "outputs.json"), samples.ToJsonString(ReasonerOptions.Json) + "\n");
         var report = Inv($"""
             # JEPA-Reasoner: GSM8K-format few-shot evaluation
 
             Training file `{o.TrainFile}` ({data.TrainExamples.Count} examples), test {(testFile is null ? $"the last {o.HoldOut} examples of the training file (held out of training)" : $"`{testFile}`")}
             ({testExamples.Count} examples). Character-level models (Reasoner d={o.Hidden}, {o.Layers} layers; {o.Talker} Talker); k solved
             training examples precede each question; the answer after '####' (else the last number) is compared numerically.
-            Wilson 95% intervals.
+            Wilson 95% intervals. Every output with its extracted answer: `outputs.json`.
 
             {table}
             ## Training

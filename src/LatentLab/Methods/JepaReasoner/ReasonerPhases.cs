@@ -228,7 +228,9 @@ public static class ReasonerPhases
         int steps = reasoner.Settings.LatentSteps;
 
         // The chains of a fixed pool of training problems, computed once (the Reasoner is frozen, so they never change).
-        var pool = data.Train(Seeds.For(o.Seed + 2, -1), o.TalkerPool);
+        // Drawn batch by batch like the other phases' data, so a small problem space only repeats problems.
+        var pool = Enumerable.Range(0, (o.TalkerPool + o.BatchSize - 1) / o.BatchSize)
+            .SelectMany(i => data.Train(Seeds.For(o.Seed + 2, -1, i), o.BatchSize)).Take(o.TalkerPool).ToList();
         using var chains = Chains(reasoner, pool, Pad(data));
 
         var tok = data.Tokenizer;

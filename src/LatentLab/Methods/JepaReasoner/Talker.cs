@@ -88,7 +88,7 @@ public abstract class Talker : nn.Module
     /// step and that step's logits [B, V] to the tokens [B] (greedy argmax when null); a row stops after <paramref name="eos"/>.
     /// Re-runs the decoder over the growing sequence (the decoders here are small and the chains short).
     /// </summary>
-    public int[][] Generate(Tensor latents, int maxNew, int eos, Func<int, Tensor, Tensor>? choose = null)
+    public virtual int[][] Generate(Tensor latents, int maxNew, int eos, Func<int, Tensor, Tensor>? choose = null)
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
@@ -167,6 +167,35 @@ public sealed class MonoTalker : Talker
     }
 
     public DecoderLM Decoder => decoder;
+
+    /// <summary>As the base, but with a KV cache: the chain is read once, then one token per step.</summary>
+    public override int[][] Generate(Tensor latents, int maxNew, int eos, Func<int, Tensor, Tensor>? choose = null)
+    {
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        long b = latents.shape[0];
+        int start = Config.Decoder.BosTokenId ?? throw new InvalidOperationException("talker decoder config has no bos token");
+        using var cache = new KvCache(decoder.Config.NumLayers);
+        var first = full(b, 1, start, dtype: ScalarType.Int64, device: latents.device);
+        var embeds = cat(new[] { latent_in.forward(latents.to(ScalarType.Float32)), decoder.Embed(first) }, 1);
+        var logits = decoder.Forward(inputEmbeds: embeds, cache: cache, logits: LogitsMode.LastOnly).Logits!.select(1, -1);
+        var outRows = Enumerable.Range(0, (int)b).Select(_ => new List<int>()).ToArray();
+        var done = new bool[b];
+        for (int step = 0; step < maxNew && done.Any(d => !d); step++)
+        {
+            using var inner = NewDisposeScope();
+            var next = (choose?.Invoke(step, logits) ?? logits.argmax(-1)).to(ScalarType.Int64);
+            var values = next.cpu().data<long>().ToArray();
+            for (int i = 0; i < b; i++)
+            {
+                if (done[i]) continue;
+                outRows[i].Add((int)values[i]);
+                if (values[i] == eos) done[i] = true;
+            }
+            logits = decoder.Forward(next.view(b, 1), cache: cache, logits: LogitsMode.LastOnly).Logits!.select(1, -1).MoveToOuterDisposeScope();
+        }
+        return outRows.Select(r => r.ToArray()).ToArray();
+    }
 
     public override Tensor Logits(Tensor latents, Tensor inputIds)
     {
