@@ -85,3 +85,16 @@ public sealed class DatasetAnswerNormalizerTests
         Assert.Equal("5", AnswerNormalizer.LastBoxed("\\boxed 5$"));
     }
 }
+
+public sealed class AnswerNormalizerOverflowTests
+{
+    [Fact]
+    public void OverflowingDigitRunsNeverMatch()
+    {
+        var babble = new string('1', 400); // parses to +infinity
+        Assert.False(LatentLab.Tasks.AnswerNormalizer.Equivalent(babble, "5"));
+        Assert.False(LatentLab.Tasks.AnswerNormalizer.NumbersClose(double.PositiveInfinity, 5));
+        Assert.False(LatentLab.Tasks.AnswerNormalizer.NumbersClose(double.NaN, double.NaN));
+        Assert.True(LatentLab.Tasks.AnswerNormalizer.NumbersClose(5, 5.000001));
+    }
+}

@@ -94,7 +94,9 @@ public static partial class AnswerNormalizer
     }
 
     public static bool NumbersClose(double a, double b, double relativeTolerance = RelativeTolerance) =>
-        a == b || Math.Abs(a - b) <= relativeTolerance * Math.Max(Math.Abs(a), Math.Abs(b));
+        // A run of digits too long for a double parses to infinity, and infinity is within any relative tolerance of
+        // anything: non-finite numbers never match.
+        double.IsFinite(a) && double.IsFinite(b) && (a == b || Math.Abs(a - b) <= relativeTolerance * Math.Max(Math.Abs(a), Math.Abs(b)));
 
     /// <summary>Two answers (reference or model) mean the same: numerically within tolerance, or equal normalised text.</summary>
     public static bool Equivalent(string a, string b, double relativeTolerance = RelativeTolerance)
