@@ -51,15 +51,8 @@ public sealed class LatentChatFormatTests(RealTokenizers tokenizers) : IDisposab
     public void Qwen3CheckpointFolderExtractsReferenceTraces()
     {
         var tok = tokenizers.Qwen3;
-        var config = TinyModels.Config("Qwen3ForCausalLM", tok.VocabSize) with
-        {
-            MaxPositions = 256, PadTokenId = tok.PadId, BosTokenId = null, EosTokenIds = [tok.TokenToId("<|im_end|>")!.Value],
-        };
-        Tensors.TorchRuntime.Seed(3);
-        var modelDir = Path.Combine(_dir, "qwen3-tiny");
-        using (var fresh = new DecoderLM(config)) Checkpoints.Save(fresh, modelDir);
-        foreach (var f in new[] { "tokenizer.json.gz", "tokenizer_config.json.gz" })
-            File.Copy(Path.Combine(RealTokenizers.Dir, "qwen3", f), Path.Combine(modelDir, f));
+        var modelDir = TinyQwen3Checkpoint.Write(Path.Combine(_dir, "qwen3-tiny"), tok, seed: 3);
+        var config = TransformerConfig.FromHuggingFace(modelDir);
 
         var fmt = TraceFormat.ForModel(modelDir, Addition);
         Assert.Equal(ChatFamily.Qwen3, fmt.Chat.Family);

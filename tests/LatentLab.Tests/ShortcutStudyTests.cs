@@ -17,16 +17,7 @@ public sealed class ShortcutStudyTests(RealTokenizers tokenizers) : IDisposable
     [Trait("Category", "Slow")]
     public void StudyRunsEveryPhaseOnAQwen3CheckpointFolder()
     {
-        var tok = tokenizers.Qwen3;
-        var config = TinyModels.Config("Qwen3ForCausalLM", tok.VocabSize) with
-        {
-            MaxPositions = 256, PadTokenId = tok.PadId, BosTokenId = null, EosTokenIds = [tok.TokenToId("<|im_end|>")!.Value],
-        };
-        Tensors.TorchRuntime.Seed(5);
-        var modelDir = Path.Combine(_dir, "qwen3-tiny");
-        using (var fresh = new DecoderLM(config)) Checkpoints.Save(fresh, modelDir);
-        foreach (var f in new[] { "tokenizer.json.gz", "tokenizer_config.json.gz" })
-            File.Copy(Path.Combine(RealTokenizers.Dir, "qwen3", f), Path.Combine(modelDir, f));
+        var modelDir = TinyQwen3Checkpoint.Write(Path.Combine(_dir, "qwen3-tiny"), tokenizers.Qwen3, seed: 5);
 
         var o = new ShortcutStudyOptions
         {

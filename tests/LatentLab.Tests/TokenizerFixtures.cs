@@ -59,3 +59,20 @@ public static class ReferenceIds
 
     public static IEnumerable<object[]> Indexes(string model) => Enumerable.Range(0, For(model).Count).Select(i => new object[] { i });
 }
+
+/// <summary>A tiny random Qwen3 model in Hugging Face layout with the real Qwen3 tokenizer files: the HF-checkpoint path without downloads.</summary>
+public static class TinyQwen3Checkpoint
+{
+    public static string Write(string dir, ITokenizer qwen3, long seed)
+    {
+        var config = LatentLab.Models.TinyModels.Config("Qwen3ForCausalLM", qwen3.VocabSize) with
+        {
+            MaxPositions = 256, PadTokenId = qwen3.PadId, BosTokenId = null, EosTokenIds = [qwen3.TokenToId("<|im_end|>")!.Value],
+        };
+        LatentLab.Tensors.TorchRuntime.Seed(seed);
+        using (var fresh = new LatentLab.Models.DecoderLM(config)) LatentLab.Models.Checkpoints.Save(fresh, dir);
+        foreach (var f in new[] { "tokenizer.json.gz", "tokenizer_config.json.gz" })
+            File.Copy(Path.Combine(RealTokenizers.Dir, "qwen3", f), Path.Combine(dir, f));
+        return dir;
+    }
+}
