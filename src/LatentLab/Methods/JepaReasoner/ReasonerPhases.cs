@@ -63,29 +63,15 @@ public static class ReasonerPhases
     /// <summary>Next-token cross-entropy on the continuation (the prompt is given, not predicted), for pre-training and the baseline.</summary>
     public static TrainLoss LmLoss(DecoderLM model, IReadOnlyList<ReasonerExample> xs, int pad)
     {
-        int t = xs.Max(x => x.Prompt.Length + x.Continuation.Length) - 1, b = xs.Count;
-        var ids = new long[b * t]; var tgt = new long[b * t]; var mask = new long[b * t];
-        long scored = 0;
-        for (int i = 0; i < b; i++)
+        var (ids, targets, mask, scored) = LmBatch.Build(xs.Select(x => (x.Prompt.Concat(x.Continuation).ToArray(), x.Prompt.Length)).ToList(), pad);
+        using (ids)
+        using (targets)
+        using (mask)
         {
-            var seq = xs[i].Prompt.Concat(xs[i].Continuation).ToArray();
-            int promptLen = xs[i].Prompt.Length;
-            for (int j = 0; j < t; j++)
-            {
-                bool real = j < seq.Length - 1;
-                ids[i * t + j] = real ? seq[j] : pad;
-                mask[i * t + j] = real ? 1 : 0;
-                bool s = real && j + 1 >= promptLen;
-                tgt[i * t + j] = s ? seq[j + 1] : -100;
-                if (s) scored++;
-            }
+            using var output = model.Forward(ids, attentionMask: mask);
+            var loss = F.cross_entropy(output.Logits!.view(-1, model.Config.VocabSize), targets.view(-1), ignore_index: -100);
+            return new TrainLoss(loss, scored);
         }
-        using var idsT = tensor(ids).view(b, t);
-        using var maskT = tensor(mask).view(b, t);
-        using var tgtT = tensor(tgt).view(b, t);
-        using var output = model.Forward(idsT, attentionMask: maskT);
-        var loss = F.cross_entropy(output.Logits!.view(-1, model.Config.VocabSize), tgtT.view(-1), ignore_index: -100);
-        return new TrainLoss(loss, scored);
     }
 
     static int Pad(IReasonerData d) => d.Tokenizer.PadId ?? 0;

@@ -59,29 +59,11 @@ public static class PromptArm
     public static ArmAnswers Answer(DecoderLM model, TraceFormat fmt, IReadOnlyList<TaskProblem> problems, Func<TaskProblem, int[]> prompt,
         bool thinking, int batchSize = 128)
     {
-        var gen = new TextGenerator(model);
-        int eos = fmt.Tokenizer.EosId ?? throw new InvalidOperationException("tokenizer has no <eos>");
-        var answers = new string?[problems.Count];
-        var correct = new bool[problems.Count];
-        var steps = new double[problems.Count];
-        using var _ = no_grad();
-        for (int start = 0; start < problems.Count; start += batchSize)
-        {
-            var chunk = problems.Skip(start).Take(batchSize).ToList();
-            var prompts = chunk.Select(prompt).ToList();
-            int maxNew = thinking
-                ? chunk.Max(p => { var (ids, pl) = fmt.Sequence(p, true); return ids.Length - pl; }) + 8
-                : ArmsCommon.MaxAnswerTokens(fmt, chunk);
-            using var r = gen.Generate(prompts, new GenerationConfig(MaxNewTokens: maxNew, StopTokens: new[] { eos }));
-            for (int i = 0; i < chunk.Count; i++)
-            {
-                var a = fmt.ParseAnswer(r.Tokens[i], thinking);
-                answers[start + i] = a;
-                correct[start + i] = a is not null && fmt.Family.Verify(chunk[i], a);
-                steps[start + i] = prompts[i].Length + r.Sampled[i];
-            }
-        }
-        return new ArmAnswers(answers, correct, steps);
+        // Direct answers get the answer's own budget; thinking, the teacher's (reference trace + slack).
+        var graded = TeacherEval.Grade(model, fmt, problems, thinking, batchSize, prompt,
+            thinking ? null : chunk => ArmsCommon.MaxAnswerTokens(fmt, chunk));
+        return new ArmAnswers(graded.Select(g => g.Answer).ToArray(), graded.Select(g => g.Correct).ToArray(),
+            graded.Select(g => (double)(g.PromptTokens + g.Sampled)).ToArray());
     }
 }
 
