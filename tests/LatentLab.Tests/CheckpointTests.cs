@@ -12,15 +12,7 @@ public sealed class CheckpointTests : IDisposable
     readonly string _dir = Directory.CreateTempSubdirectory("ll-ckpt").FullName;
     public void Dispose() => Directory.Delete(_dir, true);
 
-    static DecoderLM Random(string arch)
-    {
-        TorchRuntime.Initialize();
-        TorchRuntime.Seed(11);
-        var m = new DecoderLM(TinyModels.Config(arch));
-        DecoderReferenceTests.Randomise(m);
-        m.eval();
-        return m;
-    }
+    static DecoderLM Random(string arch) => DecoderReferenceTests.RandomTiny(arch, 11);
 
     public static IEnumerable<object[]> Archs() => TinyModels.Architectures.Select(a => new object[] { a });
 

@@ -37,6 +37,17 @@ public sealed class DecoderReferenceTests
 
     public static IEnumerable<object[]> Archs() => TinyModels.Architectures.Select(a => new object[] { a });
 
+    /// <summary>A tiny model of a family with every weight (norms included) random, in eval mode: the tests' usual subject.</summary>
+    internal static DecoderLM RandomTiny(string arch, long seed)
+    {
+        TorchRuntime.Initialize();
+        TorchRuntime.Seed(seed);
+        var m = new DecoderLM(TinyModels.Config(arch));
+        Randomise(m);
+        m.eval();
+        return m;
+    }
+
     /// <summary>Norm weights are 1 (or 0 for Gemma) at init, which would hide a wrong norm formula.</summary>
     internal static void Randomise(DecoderLM model)
     {

@@ -11,15 +11,7 @@ public sealed class DecoderTests
     // Incremental decoding reorders float32 reductions; 1e-4 absolute on logits of size ~1-10.
     const double CacheTolerance = 1e-4;
 
-    static DecoderLM Model(string arch, long seed = 3)
-    {
-        TorchRuntime.Initialize();
-        TorchRuntime.Seed(seed);
-        var m = new DecoderLM(TinyModels.Config(arch));
-        DecoderReferenceTests.Randomise(m);
-        m.eval();
-        return m;
-    }
+    static DecoderLM Model(string arch, long seed = 3) => DecoderReferenceTests.RandomTiny(arch, seed);
 
     static Tensor Ids(params long[] ids) => tensor(ids).unsqueeze(0);
 

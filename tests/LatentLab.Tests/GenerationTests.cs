@@ -13,15 +13,7 @@ public sealed class GenerationTests
     // Incremental decoding reorders float32 reductions; 1e-4 absolute on logits of size ~1-10 (as in DecoderTests).
     const double CacheTolerance = 1e-4;
 
-    static DecoderLM Model(string arch, long seed = 3)
-    {
-        TorchRuntime.Initialize();
-        TorchRuntime.Seed(seed);
-        var m = new DecoderLM(TinyModels.Config(arch));
-        DecoderReferenceTests.Randomise(m);
-        m.eval();
-        return m;
-    }
+    static DecoderLM Model(string arch, long seed = 3) => DecoderReferenceTests.RandomTiny(arch, seed);
 
     static readonly int[] NoStops = Array.Empty<int>();
 
