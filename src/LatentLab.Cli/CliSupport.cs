@@ -64,6 +64,10 @@ public static class CliSupport
         err.MarkupLine($"[red]error:[/] {Markup.Escape(message)}");
     }
 
+    /// <summary>A run folder that holds a `model/` (a teacher run) means that model; any other path is taken as the model folder.</summary>
+    public static string ModelDir(string path) =>
+        Directory.Exists(Path.Combine(path, "model")) ? Path.Combine(path, "model") : path;
+
     /// <summary>Parses "12,7,99" (spaces allowed) into token ids.</summary>
     public static int[] ParseIds(string text)
     {

@@ -47,7 +47,7 @@ public static class ShortcutExtractCommands
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var path = pr.GetValue(teacher)!;
-            var modelDir = Directory.Exists(Path.Combine(path, "model")) ? Path.Combine(path, "model") : path;
+            var modelDir = CliSupport.ModelDir(path);
             var family = TaskRegistry.Get(pr.GetValue(task)!);
             int diff = pr.GetValue(difficulty) ?? family.Difficulty.Default;
             var splitName = pr.GetValue(split)!;

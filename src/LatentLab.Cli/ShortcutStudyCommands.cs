@@ -29,7 +29,7 @@ public static class ShortcutStudyCommands
             var path = pr.GetValue(model)!;
             var o = new ShortcutStudyOptions
             {
-                ModelDir = Directory.Exists(Path.Combine(path, "model")) ? Path.Combine(path, "model") : path,
+                ModelDir = CliSupport.ModelDir(path),
                 Task = pr.GetValue(task)!, Difficulty = pr.GetValue(difficulty), TrainProblems = pr.GetValue(trainN),
                 TestProblems = pr.GetValue(testN), Point = pr.GetValue(point)!, K = pr.GetValue(k), IgnoreGate = pr.GetValue(ignoreGate),
                 Seed = pr.GetValue(seed), OutDir = pr.GetValue(output)!, Device = pr.GetValue(device)!,
@@ -84,7 +84,7 @@ public static class ShortcutEvalCommands
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var path = pr.GetValue(model)!;
-            var modelDir = Directory.Exists(Path.Combine(path, "model")) ? Path.Combine(path, "model") : path;
+            var modelDir = CliSupport.ModelDir(path);
             var fmt = LatentLab.Teacher.TraceFormat.ForModel(modelDir, LatentLab.Tasks.TaskRegistry.Get(pr.GetValue(task)!));
             using var teacher = LatentLab.Models.Checkpoints.Load(modelDir, device: LatentLab.Tensors.TorchRuntime.ParseDevice(pr.GetValue(device)!));
             var trainStore = LatentLab.Latents.LatentStore.Open(pr.GetValue(train)!, teacher, fmt.Tokenizer);

@@ -55,7 +55,7 @@ public static class TeacherCommands
         eval.SetAction(pr => CliSupport.Run(() =>
         {
             var path = pr.GetValue(dir)!;
-            var modelDir = Directory.Exists(Path.Combine(path, "model")) ? Path.Combine(path, "model") : path;
+            var modelDir = CliSupport.ModelDir(path);
             var family = TaskRegistry.Get(pr.GetValue(evalTask)!);
             var tok = TokenizerLoader.TryLoadFromDirectory(modelDir) ?? throw new UserError($"{modelDir} has no tokenizer.json");
             var fmt = new TeacherFormat(family, tok);
