@@ -322,13 +322,20 @@ public sealed class DecoderLM : nn.Module
         }
         var h = runner.At(HookSite.FinalNorm, -1, model.norm.forward(x));
         Tensor? outLogits = null;
-        if (logits != LogitsMode.None)
-        {
-            var z = (lm_head is not null ? lm_head.forward(h) : F.linear(h.to(ComputeDType), OutputWeight.to(ComputeDType))).to(ScalarType.Float32);
-            if (c.FinalSoftcap is { } fc) z = (z / fc).tanh() * fc;
-            outLogits = runner.At(HookSite.Logits, -1, z).MoveToOuterDisposeScope();
-        }
+        if (logits != LogitsMode.None) outLogits = runner.At(HookSite.Logits, -1, Logits(h)).MoveToOuterDisposeScope();
         return new ModelOutput { Logits = outLogits, Hidden = h.MoveToOuterDisposeScope(), Captures = captures };
+    }
+
+    /// <summary>
+    /// The unembedding Forward applies: float32 logits [.., V] (soft-capped where the family caps) from final-norm
+    /// outputs. Public so a caller holding a hidden state (latent recurrence's argmax) gets the very same numbers.
+    /// </summary>
+    public Tensor Logits(Tensor hidden)
+    {
+        using var scope = NewDisposeScope();
+        var z = (lm_head is not null ? lm_head.forward(hidden) : F.linear(hidden.to(ComputeDType), OutputWeight.to(ComputeDType))).to(ScalarType.Float32);
+        if (Config.FinalSoftcap is { } fc) z = (z / fc).tanh() * fc;
+        return z.MoveToOuterDisposeScope();
     }
 
     /// <summary>Every Proj in the model with its HF module path (for LoRA and inspection).</summary>

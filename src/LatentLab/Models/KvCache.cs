@@ -11,12 +11,19 @@ public sealed class KvCache : IDisposable
     readonly Tensor?[] _keys;
     readonly Tensor?[] _values;
     Tensor? _mask; // [B, S] int64, 1 = real token
+    readonly bool _keepGraph;
 
-    public KvCache(int numLayers)
+    /// <param name="keepGraph">Keep the autograd graph of cached keys and values, so a loss on later positions
+    /// reaches the earlier positions through attention (training through a cache, as latent recurrence does);
+    /// off (the default) for generation, where the cache must not hold a graph alive.</param>
+    public KvCache(int numLayers, bool keepGraph = false)
     {
         _keys = new Tensor?[numLayers];
         _values = new Tensor?[numLayers];
+        _keepGraph = keepGraph;
     }
+
+    public bool KeepsGraph => _keepGraph;
 
     public int NumLayers => _keys.Length;
     public long Length => _mask?.shape[1] ?? 0;
@@ -45,6 +52,23 @@ public sealed class KvCache : IDisposable
         return cache;
     }
 
+    /// <summary>
+    /// A cache holding the given per-layer keys and values ([B, kv_heads, S, head_dim], keys after RoPE) and
+    /// their [B, S] padding mask, as they are (no copy, graph kept when <paramref name="keepGraph"/>): how a
+    /// recomputed step (gradient checkpointing) rebuilds the context it attended to.
+    /// </summary>
+    public static KvCache FromTensors(IReadOnlyList<(Tensor Key, Tensor Value)> kv, Tensor mask, bool keepGraph)
+    {
+        var cache = new KvCache(kv.Count, keepGraph);
+        for (int l = 0; l < kv.Count; l++)
+        {
+            cache._keys[l] = kv[l].Key.alias().DetachFromDisposeScope();
+            cache._values[l] = kv[l].Value.alias().DetachFromDisposeScope();
+        }
+        cache._mask = mask.to(ScalarType.Int64).alias().DetachFromDisposeScope();
+        return cache;
+    }
+
     internal void AppendMask(Tensor chunkMask)
     {
         var m = _mask is null ? chunkMask.to(ScalarType.Int64) : cat(new[] { _mask, chunkMask.to(ScalarType.Int64) }, 1);
@@ -60,8 +84,8 @@ public sealed class KvCache : IDisposable
         var newK = oldK is null ? k : cat(new[] { oldK, k }, 2);
         var newV = oldV is null ? v : cat(new[] { oldV, v }, 2);
         // The cache keeps its own references; callers' scopes may dispose theirs.
-        _keys[layer] = newK.detach().DetachFromDisposeScope();
-        _values[layer] = newV.detach().DetachFromDisposeScope();
+        _keys[layer] = (_keepGraph ? newK.alias() : newK.detach()).DetachFromDisposeScope();
+        _values[layer] = (_keepGraph ? newV.alias() : newV.detach()).DetachFromDisposeScope();
         oldK?.Dispose();
         oldV?.Dispose();
         return (newK, newV);

@@ -47,6 +47,8 @@ public sealed class Proj : nn.Module<Tensor, Tensor>
     readonly Parameter weight;
     readonly Parameter? bias;
     public LoraAdapter? Lora { get; private set; }
+    /// <summary>Off: the adapter is kept but skipped, so one base weight set serves as the plain model (latent recurrence's frozen decode).</summary>
+    public bool LoraEnabled { get; set; } = true;
 
     public Proj(string name, long inFeatures, long outFeatures, bool hasBias) : base(name)
     {
@@ -106,7 +108,7 @@ public sealed class Proj : nn.Module<Tensor, Tensor>
             y = F.linear(x.to(dt), weight.to(dt), bias?.to(dt)).MoveToOuterDisposeScope();
         }
         else y = F.linear(x, weight, bias);
-        if (Lora is null) return y;
+        if (Lora is null || !LoraEnabled) return y;
         using var scope = NewDisposeScope();
         return (y + Lora.forward(x)).MoveToOuterDisposeScope();
     }

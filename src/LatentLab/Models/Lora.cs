@@ -55,6 +55,12 @@ public static class Lora
     public static IReadOnlyList<Parameter> TrainableParameters(DecoderLM model) =>
         model.named_parameters().Where(p => p.name.Contains(".lora.")).Select(p => p.parameter).ToList();
 
+    /// <summary>Switches every adapter on or off without removing it (off = the base model's own forward).</summary>
+    public static void SetEnabled(DecoderLM model, bool enabled)
+    {
+        foreach (var (_, proj) in model.Projections()) proj.LoraEnabled = enabled;
+    }
+
     static IEnumerable<(string Path, LoraAdapter Adapter)> Adapters(DecoderLM model) =>
         model.Projections().Where(p => p.Proj.Lora is not null).Select(p => (p.Path, p.Proj.Lora!));
 

@@ -32,6 +32,13 @@ public interface ITrainable
     /// They are saved by name and restored in place (copy_), so return the live tensors.
     /// </summary>
     IEnumerable<(string Name, Tensor Tensor)> ExtraState() => [];
+
+    /// <summary>
+    /// Method-specific numbers for the row logged after update <paramref name="step"/> (0-based), called after
+    /// <see cref="AfterStep"/>: a schedule's current value, per-component gradient norms. Logged to metrics.jsonl
+    /// and TensorBoard beside loss and lr.
+    /// </summary>
+    IEnumerable<KeyValuePair<string, object>> StepMetrics(long step) => [];
 }
 
 /// <summary>An <see cref="ITrainable"/> from a module and a loss function, for callers that need no more.</summary>

@@ -286,6 +286,7 @@ public sealed class Trainer
                         new("loss", r.Loss), new("lr", lr), new("grad_norm", gradNorm),
                         new("tokens", tokens), new("tokens_per_s", tps), new("elapsed_s", now),
                     };
+                    row.AddRange(model.StepMetrics(step));
                     if (eval)
                     {
                         double t0 = _clock.Elapsed.TotalSeconds;
