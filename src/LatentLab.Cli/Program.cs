@@ -8,4 +8,5 @@ foreach (var c in TaskCommands.Create()) root.Add(c);
 foreach (var c in TeacherCommands.Create()) root.Add(c);
 root.Add(ShortcutCommands.Create());
 foreach (var c in ReasonerCommands.Create()) root.Add(c);
+root.Add(RecurrenceCommands.Create());
 return root.Parse(args).Invoke();
