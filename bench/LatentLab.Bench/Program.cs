@@ -40,7 +40,7 @@ static double Median(int reps, Action run)
 if (which is "train" or "all")
 {
     var teacher = LatentLab.Teacher.TeacherModel.DefaultConfig(LatentLab.Teacher.TeacherFormat.Create(LatentLab.Tasks.TaskRegistry.Get("addition")).Tokenizer);
-    var auto = ComputePolicy.Resolve("auto", CPU, ComputePolicy.Widths(teacher));
+    var auto = ComputePolicy.Resolve("auto", CPU, ComputePolicy.Shapes(teacher));
     Console.WriteLine($"demo teacher (d={teacher.HiddenSize}): {auto.Describe()}");
 
     // A 4-layer d=256 model at 8 × 256 tokens: forward + backward + AdamW step; training FLOPs = 3 × forward.

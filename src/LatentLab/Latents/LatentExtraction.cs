@@ -145,7 +145,7 @@ public static class LatentExtraction
         if (o.Compute is null || !ComputePolicy.IsAuto(o.Compute)) return o;
         if (outDir is not null && File.Exists(Path.Combine(outDir, LatentManifest.FileName)))
             return o with { Compute = LatentManifest.Read(outDir).Settings.Compute };
-        return o with { Compute = ComputePolicy.Resolve(o.Compute, model.Device, ComputePolicy.Widths(model.Config)).Name };
+        return o with { Compute = ComputePolicy.Resolve(o.Compute, model.Device, ComputePolicy.Shapes(model.Config)).Name };
     }
 
     /// <summary>Sets the model's activation dtype for the extraction and puts the old one back afterwards.</summary>
