@@ -70,7 +70,8 @@ public sealed class Trainer
         using var optimizer = BuildOptimizer(named, out var order);
 
         var config = ResolvedConfig();
-        var resume = RunCheckpoints.FindLatest(CheckpointsDir);
+        // Before any progress display starts, so plain lines are safe on the console too.
+        var resume = RunCheckpoints.FindLatest(CheckpointsDir, warning => { _log.WriteLine($"warning: {warning}"); _log.Flush(); });
         long start = 0, tokens = 0;
         double lastLoss = double.NaN;
         if (resume is not null)
@@ -151,7 +152,11 @@ public sealed class Trainer
         return new JsonObject { ["trainer"] = trainer, ["run"] = _runConfig?.DeepClone() };
     }
 
-    /// <summary>Resuming under a different config would silently mix two runs; only where output goes and how it is shown may differ.</summary>
+    /// <summary>
+    /// Resuming under a different config would silently mix two runs; only where output goes and how it is shown may
+    /// differ. Those are the keys <c>out_dir</c> and <c>progress_bar</c> at any depth (the trainer's own and those of
+    /// the caller's run section, e.g. a teacher's options), so a run folder copied or renamed resumes where it left off.
+    /// </summary>
     void CheckSameConfig(JsonObject now)
     {
         var path = Path.Combine(RunDir, "config.json");
@@ -162,8 +167,19 @@ public sealed class Trainer
         static JsonNode? Comparable(JsonNode? n)
         {
             var c = n?.DeepClone();
-            if (c?["trainer"] is JsonObject t) { t.Remove("out_dir"); t.Remove("progress_bar"); }
+            Strip(c);
             return c;
+        }
+        static void Strip(JsonNode? n)
+        {
+            if (n is JsonObject o)
+            {
+                o.Remove("out_dir");
+                o.Remove("progress_bar");
+                foreach (var (_, v) in o) Strip(v);
+            }
+            else if (n is JsonArray a)
+                foreach (var v in a) Strip(v);
         }
         if (!JsonNode.DeepEquals(Comparable(before), Comparable(now)))
             throw new InvalidOperationException($"{RunDir} holds checkpoints of a run with a different config ({path}); " +
