@@ -18,20 +18,26 @@ public static partial class FileChecksum
     /// <summary>What the state and manifest files say when a folder was written before checksums existed.</summary>
     public const string Unverified = "unverified: written before checksums";
 
-    const int BufferSize = 1 << 20;
+    // Large reads measured fastest here: per-call overhead dominates below a few MiB (bench `checksum`).
+    const int BufferSize = 4 << 20;
 
     public static string Of(ReadOnlySpan<byte> bytes) => Prefix + Convert.ToHexStringLower(BitConverter.GetBytes(XxHash3.HashToUInt64(bytes)));
 
-    /// <summary>The checksum of a whole file, read once in 1 MiB blocks.</summary>
+    /// <summary>The checksum of a whole file, read once in 4 MiB blocks.</summary>
     public static string OfFile(string path)
     {
         var hash = new XxHash3();
         var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
         try
         {
-            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 0);
+            using var file = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
+            long at = 0;
             int n;
-            while ((n = stream.Read(buffer, 0, BufferSize)) > 0) hash.Append(buffer.AsSpan(0, n));
+            while ((n = RandomAccess.Read(file, buffer.AsSpan(0, BufferSize), at)) > 0)
+            {
+                hash.Append(buffer.AsSpan(0, n));
+                at += n;
+            }
         }
         finally
         {

@@ -107,10 +107,13 @@ public static partial class RunCheckpoints
     /// no step folder at all. Newer folders that fail are skipped, each reported once through <paramref name="warn"/>
     /// with the file at fault; so is resuming from a checkpoint written before checksums. When step folders exist but
     /// none verifies, it throws: starting over silently would discard a run that someone may still be able to repair.
-    /// Temporary folders are ignored. The <c>latest</c> pointer is for people and tools: a run killed between the
-    /// rename and the pointer update has a newer verified folder than the pointer names, and that one is the right place to resume.
+    /// With <paramref name="load"/>, the data files are not hashed here: <paramref name="load"/> loads the checkpoint,
+    /// checking each file's checksum as it reads it (<see cref="SafetensorsFile.ReadAllHashed"/>), and returns null or
+    /// what is damaged, so verifying costs no second read. Temporary folders are ignored. The <c>latest</c> pointer is
+    /// for people and tools: a run killed between the rename and the pointer update has a newer verified folder than
+    /// the pointer names, and that one is the right place to resume.
     /// </summary>
-    public static CheckpointInfo? FindLatest(string checkpointsDir, Action<string>? warn = null)
+    public static CheckpointInfo? FindLatest(string checkpointsDir, Action<string>? warn = null, Func<CheckpointInfo, string?>? load = null)
     {
         var dir = Path.GetFullPath(checkpointsDir);
         if (!Directory.Exists(dir)) return null;
@@ -118,8 +121,9 @@ public static partial class RunCheckpoints
         foreach (var (path, step) in StepFolders(dir))
         {
             string? why;
-            if (TryVerify(path, out var state, out why) && state!.Step != step)
+            if (TryVerify(path, out var state, out why, contents: load is null) && state!.Step != step)
                 why = $"{Path.Combine(path, StateFile)} says step {state.Step}, the folder is named for step {step}";
+            if (why is null && load is not null) why = load(new CheckpointInfo(path, state!));
             if (why is null)
             {
                 var found = new CheckpointInfo(path, state!);
@@ -136,8 +140,8 @@ public static partial class RunCheckpoints
 
     /// <summary>
     /// True when <paramref name="folder"/> is a complete, undamaged checkpoint; otherwise <paramref name="why"/> names the
-    /// file and what is wrong with it. <paramref name="contents"/> false checks presence and sizes only (what a crash can
-    /// break), without reading the files.
+    /// file and what is wrong with it. <paramref name="contents"/> false checks the state file (it is small) and the
+    /// other files' presence and sizes only (what a crash can break), without reading them.
     /// </summary>
     public static bool TryVerify(string folder, out CheckpointState? state, out string? why, bool contents = true)
     {
@@ -157,7 +161,6 @@ public static partial class RunCheckpoints
             long actual = new FileInfo(p).Length;
             if (actual != size) { why = $"{folder}: {file} has {actual} bytes, {StateFile} says {size}"; state = null; return false; }
         }
-        if (!contents) { why = null; return true; }
         // Sizes first (above): they name a torn file precisely; the seal and the content checksums catch the rest.
         var seal = FileChecksum.CheckSeal(text, statePath, out why);
         if (seal == Integrity.Damaged) { state = null; return false; }
@@ -168,7 +171,7 @@ public static partial class RunCheckpoints
             state = null;
             return false;
         }
-        if (state.Checksums.Count > 0)
+        if (contents && state.Checksums.Count > 0)
             foreach (var file in state.Files.Keys)
             {
                 why = state.Checksums.TryGetValue(file, out var sum)
