@@ -5,8 +5,14 @@ using LatentLab.Tensors;
 using static TorchSharp.torch;
 
 // Benchmarks print throughput as a fraction of the matmul rate measured in this same process, so the
-// figures mean the same on any machine. Usage: dotnet run -c Release --project bench/LatentLab.Bench [forward|all]
+// figures mean the same on any machine. Usage: dotnet run -c Release --project bench/LatentLab.Bench [train|forward|checksum|all]
 var which = args.Length > 0 ? args[0] : "all";
+if (which == "checksum")
+{
+    // I/O only: no matmul yardstick needed (the ratios here are against reading the same files).
+    ChecksumBench.Run();
+    return;
+}
 TorchRuntime.Initialize();
 Console.WriteLine($"threads={TorchSharp.torch.get_num_threads()}  fix-up: {TorchRuntime.FixupStatus}");
 double peak32 = Throughput.MatmulGflops(1024, ScalarType.Float32);
