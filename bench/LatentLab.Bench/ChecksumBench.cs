@@ -22,6 +22,7 @@ static class ChecksumBench
     public static void Run()
     {
         TorchRuntime.Initialize();
+        Console.WriteLine($"cpu: {CpuInfo.Describe()}");
         var rng = new Random(1);
         (string Name, int Bytes)[] sizes =
         [
