@@ -76,6 +76,10 @@ public sealed class CliTests : IDisposable
         var model = Path.Combine(_dir, "tiny");
         Assert.Equal(0, Cli("init-tiny", "--arch", "LlamaForCausalLM", "--out", model).Code);
         File.Delete(Path.Combine(model, "tokenizer.json"));
+        // A file removed on purpose is not damage: the rest still checks out (the table may wrap the line).
+        var inspectNoTok = Cli("inspect", model);
+        Assert.Equal(0, inspectNoTok.Code);
+        Assert.Contains("listed but absent:", inspectNoTok.Out);
         var noTok = Cli("hidden", model, "--prompt", "hi", "--points", "embed", "--out", Path.Combine(_dir, "x.safetensors"));
         Assert.Equal(2, noTok.Code);
         Assert.Contains("no tokenizer.json", noTok.Err);

@@ -2,13 +2,18 @@ using System.Text.Json;
 
 namespace LatentLab.IO;
 
-/// <summary>What checking a folder against its <see cref="ChecksumManifest"/> found: the state, what is wrong (if anything) and how many files were checked.</summary>
-public sealed record FolderIntegrity(Integrity State, string? Problem, int FilesChecked)
+/// <summary>
+/// What checking a folder against its <see cref="ChecksumManifest"/> found: the state, what is wrong (if anything), how
+/// many files were checked, and which listed files are absent (removed on purpose, e.g. a tokenizer: not damage, since
+/// what is left is still what was written; a missing weight file fails to load with its own error).
+/// </summary>
+public sealed record FolderIntegrity(Integrity State, string? Problem, int FilesChecked, IReadOnlyList<string>? Absent = null)
 {
     /// <summary>One phrase for people: "intact (3 files checked)", the unverified note, or what is damaged.</summary>
     public string Describe() => State switch
     {
-        Integrity.Intact => $"intact ({FilesChecked} file{(FilesChecked == 1 ? "" : "s")} checked)",
+        Integrity.Intact => $"intact ({FilesChecked} file{(FilesChecked == 1 ? "" : "s")} checked" +
+                            (Absent is { Count: > 0 } a ? $"; listed but absent: {string.Join(", ", a)})" : ")"),
         Integrity.Unverified => FileChecksum.Unverified,
         _ => $"damaged: {Problem}",
     };
@@ -47,7 +52,7 @@ public static class ChecksumManifest
 
     /// <summary>
     /// Checks every file the manifest lists. A folder without a manifest is <see cref="Integrity.Unverified"/>
-    /// (written before checksums, or by another tool); the first damaged or missing file is named in the result.
+    /// (written before checksums, or by another tool); the first damaged file is named in the result.
     /// </summary>
     public static FolderIntegrity Verify(string directory)
     {
@@ -65,9 +70,14 @@ public static class ChecksumManifest
         catch (JsonException e) { return new FolderIntegrity(Integrity.Damaged, $"{FileName} is damaged: not valid JSON ({e.Message})", 0); }
         if (m is null || m.Format != FormatName)
             return new FolderIntegrity(Integrity.Damaged, $"{FileName}: format '{m?.Format}', expected '{FormatName}'", 0);
+        var absent = new List<string>();
         foreach (var (name, sum) in m.Files)
-            if (FileChecksum.Check(Path.Combine(directory, name), sum, name) is { } problem)
+        {
+            var file = Path.Combine(directory, name);
+            if (!File.Exists(file)) { absent.Add(name); continue; }
+            if (FileChecksum.Check(file, sum, name) is { } problem)
                 return new FolderIntegrity(Integrity.Damaged, problem, 0);
-        return new FolderIntegrity(Integrity.Intact, null, m.Files.Count);
+        }
+        return new FolderIntegrity(Integrity.Intact, null, m.Files.Count - absent.Count, absent);
     }
 }
