@@ -120,7 +120,8 @@ public static class ShortcutExtractCommands
         if (!bar)
             return body(p =>
             {
-                if (p.Stage != "traces") Console.WriteLine($"{p.Stage}: {p.Done}/{p.Total} problems, {p.Verified} verified, {p.Skipped} skipped");
+                if (p.Note is not null) Console.WriteLine($"{(p.Stage == "damaged" ? "warning" : p.Stage)}: {p.Note}");
+                else if (p.Stage != "traces") Console.WriteLine($"{p.Stage}: {p.Done}/{p.Total} problems, {p.Verified} verified, {p.Skipped} skipped");
             });
         return AnsiConsole.Progress().AutoClear(false)
             .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
@@ -130,6 +131,11 @@ public static class ShortcutExtractCommands
                 var task = ctx.AddTask("extract", maxValue: Math.Max(1, total));
                 return body(p =>
                 {
+                    if (p.Note is not null)
+                    {
+                        AnsiConsole.MarkupLine(Markup.Escape($"{(p.Stage == "damaged" ? "warning" : p.Stage)}: {p.Note}"));
+                        return;
+                    }
                     task.Value = p.Done;
                     task.Description = Markup.Escape($"{p.Stage} {p.Done}/{p.Total} ({p.Verified} verified)");
                 });

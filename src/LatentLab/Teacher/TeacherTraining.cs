@@ -121,6 +121,7 @@ public static class TeacherTraining
         var modelDir = Path.Combine(o.OutDir, "model");
         Checkpoints.Save(model, modelDir);
         ((Text.CharTokenizer)fmt.Tokenizer).Save(modelDir);
+        Checkpoints.Seal(modelDir);
 
         sw.Restart();
         model.eval();
