@@ -39,7 +39,7 @@ public static class ShortcutStudyCommands
                 Predictor = o.Predictor with { Steps = pr.GetValue(predictorSteps) },
                 Eval = o.Eval with { TrainSteps = pr.GetValue(armSteps) },
             };
-            var report = ShortcutStudy.Run(o);
+            var report = ShortcutStudy.Run(o, ConsoleLog.Instance);
             PrintNoGo(report);
             return 0;
         }));
@@ -102,7 +102,7 @@ public static class ShortcutEvalCommands
             };
             var o = new ShortcutEvalOptions { Point = trainStore.Point, TrainSteps = pr.GetValue(armSteps), Phase3Problems = pr.GetValue(phase3), Seed = pr.GetValue(seed) };
             var report = ShortcutEvaluation.Run(teacher, fmt, q, trainStore.Samples(), preTrain, postTrain, testStore.Samples(), preTest, postTest,
-                o, pr.GetValue(output)!, Console.Out, name);
+                o, pr.GetValue(output)!, ConsoleLog.Instance, name);
             var table = new Table().AddColumns("arm", "verified accuracy [[Wilson 95%]]", "FLOPs / answer");
             foreach (var a in report.Arms)
                 table.AddRow(Markup.Escape(a.Name), Markup.Escape(a.Accuracy?.ToString() ?? "not run: " + a.NotRunReason), a.Flops > 0 ? a.Flops.ToString("G3") : "-");

@@ -94,7 +94,7 @@ public static class ShortcutTrainCommands
                 MaxParaphraseRatio = pr.GetValue(maxPara), MaxRenameRatio = pr.GetValue(maxRename),
             };
             var report = PredictorPhase1.Run(data, cfg, pr.GetValue(output)!, new DiagnosticsOptions { Gate = gate, Seed = cfg.Seed },
-                log: Console.Out, progressBar: null);
+                log: ConsoleLog.Instance, progressBar: null);
 
             var d = report.Diagnostics;
             AnsiConsole.MarkupLine($"cosine {d.MeanCosine:F3} (standardised), top-1 {Markup.Escape(d.Top1.ToString())}, top-5 {Markup.Escape(d.Top5.ToString())}");

@@ -38,7 +38,7 @@ public static class TeacherCommands
                 EvalProblems = pr.GetValue(evalN), Seed = pr.GetValue(seed), OutDir = pr.GetValue(output)!,
                 Device = pr.GetValue(device)!,
             };
-            var report = TeacherTraining.Train(o);
+            var report = TeacherTraining.Train(o, ConsoleLog.Instance);
             PrintReport(report);
             return 0;
         }));
@@ -82,7 +82,7 @@ public static class TeacherCommands
             var sw = Stopwatch.StartNew();
             var o = new TeacherOptions { OutDir = Path.Combine(pr.GetValue(output)!, "teacher"), Steps = pr.GetValue(steps), Device = pr.GetValue(demoDevice)! };
             AnsiConsole.MarkupLine($"[bold]LatentLab demo[/]: training a {o.Layers}-layer d={o.Hidden} teacher on {o.Task} ({o.Steps} steps), then grading it.");
-            var report = TeacherTraining.Train(o);
+            var report = TeacherTraining.Train(o, ConsoleLog.Instance);
             PrintReport(report);
             if (!pr.GetValue(teacherOnly))
             {
@@ -90,7 +90,7 @@ public static class TeacherCommands
                 var study = LatentLab.Methods.Shortcut.ShortcutStudy.Run(new LatentLab.Methods.Shortcut.ShortcutStudyOptions
                 {
                     ModelDir = report.ModelDir, Task = o.Task, OutDir = Path.Combine(pr.GetValue(output)!, "shortcut"), Device = o.Device,
-                });
+                }, ConsoleLog.Instance);
                 ShortcutStudyCommands.PrintNoGo(study);
             }
             AnsiConsole.MarkupLine($"[bold]demo finished in {sw.Elapsed.TotalSeconds:F0} s[/]; run folder: {Markup.Escape(Path.GetFullPath(pr.GetValue(output)!))}");

@@ -75,9 +75,9 @@ public static class LatentExtraction
         {
             var existing = LatentManifest.Read(outDir);
             if (existing.Settings.Difference(settings) is { } diff)
-                throw new InvalidDataException($"{outDir} holds a latent store made with other settings ({diff}); use a new --out folder");
+                throw new InvalidDataException($"{outDir} holds a latent store made with other settings ({diff}); write to a new folder");
             if (!existing.Shards.SequenceEqual(new[] { shardName }))
-                throw new InvalidDataException($"{outDir} holds shard(s) {string.Join(", ", existing.Shards)}, not {shardName}; use a new --out folder");
+                throw new InvalidDataException($"{outDir} holds shard(s) {string.Join(", ", existing.Shards)}, not {shardName}; write to a new folder");
             if (existing.Complete)
             {
                 progress?.Invoke(new ExtractionProgress(existing.Rows + existing.Skipped.Count, existing.Rows + existing.Skipped.Count,

@@ -319,7 +319,7 @@ public static class ReasonerExperiments
     {
         log ??= Console.Out;
         shots = (shots ?? [0, 5, 8]).Distinct().ToList();
-        if (o.TrainFile is null) throw new ArgumentException("gsm8k needs --train FILE (GSM8K jsonl)");
+        if (o.TrainFile is null) throw new ArgumentException("gsm8k needs a training file (TrainFile: GSM8K jsonl)");
         var all = Gsm8kReasonerData.Load(o.TrainFile);
         IReadOnlyList<MathExample> testExamples;
         if (testFile is null)

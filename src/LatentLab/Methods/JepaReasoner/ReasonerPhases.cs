@@ -32,7 +32,7 @@ public static class ReasonerPhases
     {
         if (o.Task.Trim().Equals("gsm8k", StringComparison.OrdinalIgnoreCase))
         {
-            if (o.TrainFile is null) throw new ArgumentException("task gsm8k needs a training file (--train FILE in GSM8K jsonl format)");
+            if (o.TrainFile is null) throw new ArgumentException("task gsm8k needs a training file (TrainFile: GSM8K jsonl)");
             var all = Gsm8kReasonerData.Load(o.TrainFile);
             if (o.HoldOut < 0 || o.HoldOut >= all.Count) throw new ArgumentException($"{o.TrainFile}: cannot hold out {o.HoldOut} of {all.Count} examples");
             return Gsm8kReasonerData.FromExamples(Path.GetFileName(o.TrainFile), all.Take(all.Count - o.HoldOut).ToList());
@@ -141,7 +141,7 @@ public static class ReasonerPhases
 
     static DecoderLM LoadPretrained(string dir)
     {
-        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir} not found: run `latentlab reasoner pretrain` with the same --out first");
+        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir} not found: run the reasoner pretrain phase into the same run folder first");
         var m = Checkpoints.Load(dir);
         m.train();
         return m;
@@ -207,7 +207,7 @@ public static class ReasonerPhases
         TorchRuntime.Initialize();
         var data = Data(o);
         var srcDir = o.ModelDir(Sst);
-        if (!Directory.Exists(srcDir)) throw new DirectoryNotFoundException($"{srcDir} not found: run `latentlab reasoner sst` with the same --out first");
+        if (!Directory.Exists(srcDir)) throw new DirectoryNotFoundException($"{srcDir} not found: run the reasoner sst phase into the same run folder first");
         using var reasoner = Reasoner.Load(srcDir);
         reasoner.Model.ComputeDType = TorchRuntime.ParseDType(o.Compute);
         foreach (var p in reasoner.Model.parameters()) p.requires_grad = false;
