@@ -1,3 +1,4 @@
+using LatentLab.Latents;
 using LatentLab.Methods.Shortcut;
 using LatentLab.Tasks;
 using LatentLab.Tensors;
@@ -158,12 +159,12 @@ public sealed class ShortcutPredictorTests : IDisposable
     [Fact]
     public void ProbeTargetsComeFromIntermediatesPresentEverywhere()
     {
-        ShortcutSample S(int i, int carry, int digit, bool extra)
+        TraceSample S(int i, int carry, int digit, bool extra)
         {
             var steps = new List<IReadOnlyDictionary<string, int>> { new Dictionary<string, int> { ["carry"] = carry, ["digit"] = digit, ["pos"] = 0 } };
             if (extra) steps.Add(new Dictionary<string, int> { ["carry"] = 1 });
             var p = new TaskProblem("addition", i, 1, "p", ["s"], "a", steps);
-            return new ShortcutSample(i, p, [1], [1, 2], 0, 1, 2, "a", true);
+            return new TraceSample(i, p, [1], [1, 2], 0, 1, 2, "a", true);
         }
         var train = Enumerable.Range(0, 6).Select(i => S(i, i % 2, i % 3, i < 3)).ToList();
         var test = Enumerable.Range(0, 3).Select(i => S(i, i % 2, i % 3, true)).ToList();
@@ -277,7 +278,7 @@ public sealed class ShortcutPredictorTests : IDisposable
         var signTr = (postTr[.., 0, 1] > 0).to(ScalarType.Int32).data<int>().ToArray();
         var signTe = (postTe[.., 0, 1] > 0).to(ScalarType.Int32).data<int>().ToArray();
         var noiseRng = new Random(3);
-        ShortcutSample S(int i, int sign) => new(i, new TaskProblem("syn", i, 1, "p", ["s"], "a",
+        TraceSample S(int i, int sign) => new(i, new TaskProblem("syn", i, 1, "p", ["s"], "a",
             [new Dictionary<string, int> { ["sign"] = sign, ["noise"] = noiseRng.Next(2) }]), [1], [1, 2], 0, 1, 2, "a", true);
         var trainS = signTr.Select((sign, i) => S(i, sign)).ToList();
         var testS = signTe.Select((sign, i) => S(i, sign)).ToList();

@@ -3,7 +3,6 @@ using System.Text.Json;
 using LatentLab.Generation;
 using LatentLab.Hooks;
 using LatentLab.IO;
-using LatentLab.Methods.Shortcut;
 using LatentLab.Models;
 using LatentLab.Tasks;
 using LatentLab.Teacher;
@@ -18,7 +17,7 @@ namespace LatentLab.Latents;
 /// Samples with their states, in memory: <see cref="Pre"/> [n, D] and <see cref="Post"/> [n, K, D], row i belonging to
 /// <c>Samples[i]</c> (verified or not; see <see cref="Verified"/>). Dispose to free the tensors.
 /// </summary>
-public sealed record LatentSet(IReadOnlyList<ShortcutSample> Samples, Tensor Pre, Tensor Post, IReadOnlyList<SkippedProblem> Skipped) : IDisposable
+public sealed record LatentSet(IReadOnlyList<TraceSample> Samples, Tensor Pre, Tensor Post, IReadOnlyList<SkippedProblem> Skipped) : IDisposable
 {
     /// <summary>The verified rows only (new tensors; this set keeps its own).</summary>
     public LatentSet Verified()
@@ -153,13 +152,13 @@ public static class LatentExtraction
     /// trace is too short for K post states, are returned as skipped. <paramref name="firstIndex"/> is the index of
     /// problems[0] in the caller's list; <paramref name="batchDone"/> gets (problems done, verified, skipped).
     /// </summary>
-    public static (IReadOnlyList<ShortcutSample> Samples, IReadOnlyList<SkippedProblem> Skipped) Traces(DecoderLM model, TraceFormat fmt,
+    public static (IReadOnlyList<TraceSample> Samples, IReadOnlyList<SkippedProblem> Skipped) Traces(DecoderLM model, TraceFormat fmt,
         IReadOnlyList<TaskProblem> problems, ExtractionOptions o, int firstIndex = 0, Action<int, int, int>? batchDone = null)
     {
         o.Validate();
         var gen = new TextGenerator(model);
         var stops = fmt.StopTokens;
-        var samples = new List<ShortcutSample>();
+        var samples = new List<TraceSample>();
         var skipped = new List<SkippedProblem>();
         using var _ = no_grad();
         for (int at = 0; at < problems.Count; at += o.BatchSize)
@@ -201,7 +200,7 @@ public static class LatentExtraction
     }
 
     /// <summary>A sample from a finished trace, or null with the reason it cannot be one.</summary>
-    public static ShortcutSample? MakeSample(TraceFormat fmt, int index, TaskProblem problem, int[] promptIds, int[] traceIds, int k, out string? reason)
+    public static TraceSample? MakeSample(TraceFormat fmt, int index, TaskProblem problem, int[] promptIds, int[] traceIds, int k, out string? reason)
     {
         var pos = fmt.Locate(traceIds, promptIds.Length);
         if (pos is null)
@@ -217,7 +216,7 @@ public static class LatentExtraction
         }
         var answer = fmt.ParseAnswer(traceIds[promptIds.Length..], thinking: true);
         bool ok = answer is not null && fmt.Family.Verify(problem, answer);
-        var s = new ShortcutSample(index, problem, promptIds, traceIds, pre, post, firstAnswer, answer, ok);
+        var s = new TraceSample(index, problem, promptIds, traceIds, pre, post, firstAnswer, answer, ok);
         LeakRule.Check(s, k);
         reason = null;
         return s;
@@ -228,7 +227,7 @@ public static class LatentExtraction
     /// Each row's forward pass covers its trace only up to PostPosition, so tokens from the first answer token on
     /// cannot affect the states (and <see cref="LeakRule.Check"/> refuses any sample whose positions would).
     /// </summary>
-    public static (Tensor Pre, Tensor Post) States(DecoderLM model, IReadOnlyList<ShortcutSample> samples, string point, int k,
+    public static (Tensor Pre, Tensor Post) States(DecoderLM model, IReadOnlyList<TraceSample> samples, string point, int k,
         ScalarType dtype = ScalarType.Float32, int batchSize = 64)
     {
         ArgumentNullException.ThrowIfNull(samples);

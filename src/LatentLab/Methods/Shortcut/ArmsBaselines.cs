@@ -1,3 +1,4 @@
+using LatentLab.Latents;
 using LatentLab.Generation;
 using LatentLab.Models;
 using LatentLab.Tasks;
@@ -74,7 +75,7 @@ public static class PromptArm
 /// </summary>
 public static class DistillationBaseline
 {
-    public static DecoderLM Train(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<ShortcutSample> train, ArmTraining budget,
+    public static DecoderLM Train(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<TraceSample> train, ArmTraining budget,
         string outDir, TextWriter? log = null)
     {
         var usable = train.Where(s => s.Verified && s.TeacherAnswer is not null).ToList();

@@ -1,3 +1,4 @@
+using LatentLab.Latents;
 using LatentLab.Hooks;
 using LatentLab.Models;
 using LatentLab.Tasks;
@@ -17,7 +18,7 @@ public static class LoraStudent
 {
     public static readonly string[] AllProjections = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" };
 
-    public static DecoderLM Train(DecoderLM teacher, TraceFormat fmt, string point, IReadOnlyList<ShortcutSample> train, Tensor postTrain,
+    public static DecoderLM Train(DecoderLM teacher, TraceFormat fmt, string point, IReadOnlyList<TraceSample> train, Tensor postTrain,
         ArmTraining budget, int rank, double lambda, string outDir, TextWriter? log = null)
     {
         var post = postTrain.dim() == 2 ? postTrain : postTrain.select(1, postTrain.shape[1] - 1);

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using LatentLab.Latents;
 using LatentLab.Evaluation;
 using LatentLab.Tasks;
 using static TorchSharp.torch;
@@ -177,8 +178,8 @@ public static class ShortcutDiagnostics
     /// the stability numbers.
     /// </summary>
     public static ShortcutDiagnosticsResult Compute(LatentPredictor predictor,
-        Tensor preTrain, Tensor postTrain, IReadOnlyList<ShortcutSample>? trainSamples,
-        Tensor preTest, Tensor postTest, IReadOnlyList<ShortcutSample>? testSamples,
+        Tensor preTrain, Tensor postTrain, IReadOnlyList<TraceSample>? trainSamples,
+        Tensor preTest, Tensor postTest, IReadOnlyList<TraceSample>? testSamples,
         IReadOnlyList<TwinSet>? twins = null, DiagnosticsOptions? options = null)
     {
         var o = options ?? new DiagnosticsOptions();

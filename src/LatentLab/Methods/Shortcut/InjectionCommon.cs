@@ -1,3 +1,4 @@
+using LatentLab.Latents;
 using LatentLab.Generation;
 using LatentLab.Hooks;
 using LatentLab.Models;
@@ -9,7 +10,7 @@ using static TorchSharp.torch;
 namespace LatentLab.Methods.Shortcut;
 
 /// <summary>Problems with their teacher traces and the states read from them: Pre [N, D], Post [N, K, D].</summary>
-public sealed record CapturedStates(IReadOnlyList<ShortcutSample> Samples, Tensor Pre, Tensor Post) : IDisposable
+public sealed record CapturedStates(IReadOnlyList<TraceSample> Samples, Tensor Pre, Tensor Post) : IDisposable
 {
     public void Dispose() { Pre.Dispose(); Post.Dispose(); }
 }
@@ -30,7 +31,7 @@ public static class ShortcutCapture
         ArgumentOutOfRangeException.ThrowIfLessThan(k, 1);
         var gen = new TextGenerator(teacher);
         int eos = fmt.Tokenizer.EosId ?? throw new InvalidOperationException("teacher tokenizer has no <eos>");
-        var samples = new List<ShortcutSample>(problems.Count);
+        var samples = new List<TraceSample>(problems.Count);
         var pres = new List<Tensor>();
         var posts = new List<Tensor>();
         using var _ = no_grad();
@@ -53,7 +54,7 @@ public static class ShortcutCapture
                 if (!closed) post = trace.Length - 1;
                 var answer = fmt.ParseAnswer(gen_, true);
                 bool ok = closed && answer is not null && fmt.Family.Verify(chunk[i], answer);
-                samples.Add(new ShortcutSample(start + i, chunk[i], prompts[i], trace, pre, post, post + 1, answer, ok));
+                samples.Add(new TraceSample(start + i, chunk[i], prompts[i], trace, pre, post, post + 1, answer, ok));
                 traces.Add(trace);
                 rows.Add((pre, post));
             }

@@ -1,3 +1,4 @@
+using LatentLab.Latents;
 using LatentLab.Generation;
 using LatentLab.Models;
 using LatentLab.Tasks;
@@ -40,7 +41,7 @@ public sealed class SoftTokenProjection : nn.Module<Tensor, Tensor>
 /// </summary>
 public static class SoftTokenInjection
 {
-    public static SoftTokenProjection Train(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<ShortcutSample> train, Tensor hatTrain,
+    public static SoftTokenProjection Train(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<TraceSample> train, Tensor hatTrain,
         ArmTraining budget, string outDir, TextWriter? log = null)
     {
         var usable = Enumerable.Range(0, train.Count).Where(i => train[i].Verified && train[i].TeacherAnswer is not null).ToList();

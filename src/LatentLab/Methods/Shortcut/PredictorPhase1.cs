@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using LatentLab.Latents;
 using LatentLab.IO;
 using static TorchSharp.torch;
 
@@ -12,8 +13,8 @@ namespace LatentLab.Methods.Shortcut;
 /// Twins: h_pre of test problems and of their edited versions, for the stability criteria of the gate.
 /// </summary>
 public sealed record Phase1Data(
-    Tensor PreTrain, Tensor PostTrain, IReadOnlyList<ShortcutSample>? TrainSamples,
-    Tensor PreTest, Tensor PostTest, IReadOnlyList<ShortcutSample>? TestSamples,
+    Tensor PreTrain, Tensor PostTrain, IReadOnlyList<TraceSample>? TrainSamples,
+    Tensor PreTest, Tensor PostTest, IReadOnlyList<TraceSample>? TestSamples,
     IReadOnlyList<TwinSet>? Twins = null);
 
 /// <summary>What a Phase 1 run wrote and concluded.</summary>

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using LatentLab.Latents;
 using LatentLab.Evaluation;
 using LatentLab.Models;
 using LatentLab.Tasks;
@@ -21,8 +22,8 @@ public static class ShortcutEvaluation
     /// <param name="preTrain">[N, D] h_pre of the training samples (in order).</param>
     /// <param name="postTrain">[N, K, D] (or [N, D]) h_post of the training samples.</param>
     public static ShortcutEvalReport Run(DecoderLM teacher, TraceFormat fmt, ILatentPredictor predictor,
-        IReadOnlyList<ShortcutSample> train, Tensor preTrain, Tensor postTrain,
-        IReadOnlyList<ShortcutSample> test, Tensor preTest, Tensor postTest,
+        IReadOnlyList<TraceSample> train, Tensor preTrain, Tensor postTrain,
+        IReadOnlyList<TraceSample> test, Tensor preTest, Tensor postTest,
         ShortcutEvalOptions o, string outDir, TextWriter? log = null, string? predictorName = null)
     {
         log ??= TextWriter.Null;
@@ -192,7 +193,7 @@ public static class ShortcutEvaluation
         return report;
     }
 
-    static void Check(IReadOnlyList<ShortcutSample> samples, Tensor pre, Tensor post, string what)
+    static void Check(IReadOnlyList<TraceSample> samples, Tensor pre, Tensor post, string what)
     {
         if (samples.Count == 0) throw new ArgumentException($"shortcut eval: no {what} samples");
         if (pre.dim() != 2 || pre.shape[0] != samples.Count)

@@ -141,7 +141,7 @@ public static class ShortcutStudy
     }
 
     /// <summary>h_pre of paraphrased and renamed twins of the test problems (only h_pre is needed: no generation).</summary>
-    static IReadOnlyList<TwinSet> Twins(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<ShortcutSample> test, string point, long seed)
+    static IReadOnlyList<TwinSet> Twins(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<TraceSample> test, string point, long seed)
     {
         var sets = new List<TwinSet>();
         foreach (var kind in new[] { EditKind.Paraphrase, EditKind.Rename })
