@@ -1,3 +1,4 @@
+using LatentLab.Evaluation;
 using LatentLab.Latents;
 using LatentLab.Methods.Shortcut;
 using LatentLab.Tasks;

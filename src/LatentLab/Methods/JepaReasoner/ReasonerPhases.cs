@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
+using LatentLab.Evaluation;
 using LatentLab.Models;
 using LatentLab.Tasks;
 using LatentLab.Tensors;
@@ -195,8 +196,8 @@ public static class ReasonerPhases
             ["loss_teacher_forced"] = tf.item<float>(),
             ["chain_cos"] = cos,
             ["chain_readout_acc"] = acc,
-            ["effective_rank"] = SstMath.EffectiveRank(valid),
-            ["dim_std"] = SstMath.MeanDimStd(valid),
+            ["effective_rank"] = LatentMetrics.EffectiveRank(valid),
+            ["dim_std"] = LatentMetrics.MeanDimensionStd(valid),
         };
     }
 

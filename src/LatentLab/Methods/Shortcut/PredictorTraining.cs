@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using LatentLab.Evaluation;
 using LatentLab.Tensors;
 using LatentLab.Training;
 using TorchSharp;
