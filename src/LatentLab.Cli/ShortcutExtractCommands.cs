@@ -27,7 +27,7 @@ public static class ShortcutExtractCommands
         var point = new Option<string>("--point") { Description = "hook point (blocks.{i}.resid_post, ...; negative i counts from the end)", DefaultValueFactory = _ => new ExtractionOptions().Point };
         var k = new Option<int>("--k") { Description = "post states ending at the </think> boundary", DefaultValueFactory = _ => 1 };
         var dtype = new Option<string>("--dtype") { Description = "stored dtype: f32, bf16 or f16", DefaultValueFactory = _ => "f32" };
-        var compute = new Option<string?>("--compute") { Description = "activation dtype of the forward passes: f32 or bf16 (default: the weights')" };
+        var compute = CliSupport.ComputeOption();
         var batch = new Option<int>("--batch") { DefaultValueFactory = _ => new ExtractionOptions().BatchSize };
         var output = new Option<string>("--out") { DefaultValueFactory = _ => "runs/latents/train" };
         var shard = new Option<string>("--shard") { Description = "extract only slice i of N of the problems (i/N); join the outputs with shortcut merge", DefaultValueFactory = _ => "0/1" };

@@ -22,8 +22,9 @@ public static class ShortcutStudyCommands
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out") { DefaultValueFactory = _ => "runs/shortcut" };
         var device = CliSupport.DeviceOption();
+        var compute = CliSupport.ComputeOption();
         var cmd = new Command("study", "All phases: extract, train the predictor, gate, injection arms, causal tests, and the no-go report")
-            { model, task, difficulty, trainN, testN, point, k, predictorSteps, armSteps, ignoreGate, seed, output, device };
+            { model, task, difficulty, trainN, testN, point, k, predictorSteps, armSteps, ignoreGate, seed, output, device, compute };
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var path = pr.GetValue(model)!;
@@ -32,7 +33,7 @@ public static class ShortcutStudyCommands
                 ModelDir = CliSupport.ModelDir(path),
                 Task = pr.GetValue(task)!, Difficulty = pr.GetValue(difficulty), TrainProblems = pr.GetValue(trainN),
                 TestProblems = pr.GetValue(testN), Point = pr.GetValue(point)!, K = pr.GetValue(k), IgnoreGate = pr.GetValue(ignoreGate),
-                Seed = pr.GetValue(seed), OutDir = pr.GetValue(output)!, Device = pr.GetValue(device)!,
+                Seed = pr.GetValue(seed), OutDir = pr.GetValue(output)!, Device = pr.GetValue(device)!, Compute = pr.GetValue(compute)!,
             };
             o = o with
             {
@@ -79,14 +80,16 @@ public static class ShortcutEvalCommands
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out") { DefaultValueFactory = _ => "runs/shortcut-eval" };
         var device = CliSupport.DeviceOption();
+        var compute = CliSupport.ComputeOption();
         var cmd = new Command("eval", "Phases 2 and 3: injection arms at matched compute, scale sweeps, edits, interventions, length, lexical and separability tests")
-            { model, task, train, test, predictor, armSteps, phase3, seed, output, device };
+            { model, task, train, test, predictor, armSteps, phase3, seed, output, device, compute };
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var path = pr.GetValue(model)!;
             var modelDir = CliSupport.ModelDir(path);
             var fmt = LatentLab.Teacher.TraceFormat.ForModel(modelDir, LatentLab.Tasks.TaskRegistry.Get(pr.GetValue(task)!));
             using var teacher = LatentLab.Models.Checkpoints.Load(modelDir, device: LatentLab.Tensors.TorchRuntime.ParseDevice(pr.GetValue(device)!));
+            LatentLab.Tensors.ComputePolicy.Apply(pr.GetValue(compute)!, teacher, null, Console.Out);
             var trainStore = LatentLab.Latents.LatentStore.Open(pr.GetValue(train)!, teacher, fmt.Tokenizer);
             var testStore = LatentLab.Latents.LatentStore.Open(pr.GetValue(test)!, teacher, fmt.Tokenizer);
             using var preTrain = trainStore.Pre(dtype: TorchSharp.torch.ScalarType.Float32);

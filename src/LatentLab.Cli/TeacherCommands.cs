@@ -22,7 +22,7 @@ public static class TeacherCommands
         var lr = new Option<double>("--lr") { DefaultValueFactory = _ => new TeacherOptions().LearningRate };
         var hidden = new Option<int>("--hidden") { DefaultValueFactory = _ => new TeacherOptions().Hidden };
         var layers = new Option<int>("--layers") { DefaultValueFactory = _ => new TeacherOptions().Layers };
-        var compute = new Option<string>("--compute") { Description = "activation dtype: f32 or bf16", DefaultValueFactory = _ => new TeacherOptions().Compute };
+        var compute = CliSupport.ComputeOption();
         var evalN = new Option<int>("--eval-problems") { DefaultValueFactory = _ => new TeacherOptions().EvalProblems };
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out") { DefaultValueFactory = _ => "runs/teacher" };
@@ -75,12 +75,17 @@ public static class TeacherCommands
         var steps = new Option<long>("--steps") { Description = "teacher training steps", DefaultValueFactory = _ => new TeacherOptions().Steps };
         var demoDevice = CliSupport.DeviceOption();
         var teacherOnly = new Option<bool>("--teacher-only") { Description = "stop after the teacher (skip the latent shortcut study)" };
+        var demoCompute = CliSupport.ComputeOption();
         var cmd = new Command("demo", "The main job: train a teacher on 4-digit addition, then run the latent shortcut study on it and print the no-go table")
-            { output, steps, demoDevice, teacherOnly };
+            { output, steps, demoDevice, teacherOnly, demoCompute };
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var sw = Stopwatch.StartNew();
-            var o = new TeacherOptions { OutDir = Path.Combine(pr.GetValue(output)!, "teacher"), Steps = pr.GetValue(steps), Device = pr.GetValue(demoDevice)! };
+            var o = new TeacherOptions
+            {
+                OutDir = Path.Combine(pr.GetValue(output)!, "teacher"), Steps = pr.GetValue(steps), Device = pr.GetValue(demoDevice)!,
+                Compute = pr.GetValue(demoCompute)!,
+            };
             AnsiConsole.MarkupLine($"[bold]LatentLab demo[/]: training a {o.Layers}-layer d={o.Hidden} teacher on {o.Task} ({o.Steps} steps), then grading it.");
             var report = TeacherTraining.Train(o, ConsoleLog.Instance);
             PrintReport(report);
@@ -90,6 +95,7 @@ public static class TeacherCommands
                 var study = LatentLab.Methods.Shortcut.ShortcutStudy.Run(new LatentLab.Methods.Shortcut.ShortcutStudyOptions
                 {
                     ModelDir = report.ModelDir, Task = o.Task, OutDir = Path.Combine(pr.GetValue(output)!, "shortcut"), Device = o.Device,
+                    Compute = o.Compute,
                 }, ConsoleLog.Instance);
                 ShortcutStudyCommands.PrintNoGo(study);
             }

@@ -16,7 +16,7 @@ public sealed class JepaReasonerPhaseTests : IDisposable
     ReasonerOptions Tiny(string name) => new()
     {
         Task = "tree", Difficulty = 1, Hidden = 16, Layers = 1, Heads = 2, TalkerHidden = 16, TalkerLayers = 1, BatchSize = 4,
-        PretrainSteps = 6, SstSteps = 6, TalkerSteps = 6, TalkerPool = 8, Seed = 7, OutDir = Path.Combine(_dir, name), ProgressBar = false,
+        PretrainSteps = 6, SstSteps = 6, TalkerSteps = 6, TalkerPool = 8, Seed = 7, Compute = "f32", OutDir = Path.Combine(_dir, name), ProgressBar = false,
     };
 
     /// <summary>A log that cancels the run once the trainer reports the checkpoint of step 2.</summary>

@@ -49,7 +49,7 @@ internal sealed class HookRunner
 
     Tensor Apply(HookSpec h, Tensor x)
     {
-        var idx = Resolve(h);
+        var idx = Resolve(h, x.device);
         if (idx is null && h.At.Kind != PositionKind.All) return x; // positions not in this chunk
         long d = x.shape[^1];
         if (h.Action == HookAction.Capture)
@@ -63,7 +63,7 @@ internal sealed class HookRunner
         }
 
         long p = idx is null ? _len : idx.shape[1];
-        var value = h.Action == HookAction.Scale ? null : Shape(h, h.Value!, p).to(x.dtype);
+        var value = h.Action == HookAction.Scale ? null : Shape(h, h.Value!, p).to(x.dtype, x.device);
         if (idx is null)
         {
             return h.Action switch
@@ -92,8 +92,11 @@ internal sealed class HookRunner
         return v;
     }
 
-    /// <summary>Chunk-local indices [B, P] for the hook's positions, or null (all positions / none in this chunk).</summary>
-    Tensor? Resolve(HookSpec h)
+    /// <summary>
+    /// Chunk-local indices [B, P] for the hook's positions, or null (all positions / none in this chunk). They are made
+    /// on <paramref name="device"/>, the device of the tensor they will index: gather and scatter need both on one.
+    /// </summary>
+    internal Tensor? Resolve(HookSpec h, Device device)
     {
         var at = h.At;
         long total = _offset + _len;
@@ -106,7 +109,7 @@ internal sealed class HookRunner
                 long a = at.Start >= 0 ? at.Start : total + at.Start;
                 long local = a - _offset;
                 if (local < 0 || local >= _len) return null;
-                return full(_batch, 1, local, dtype: ScalarType.Int64);
+                return full(_batch, 1, local, dtype: ScalarType.Int64, device: device);
             }
             case PositionKind.Range:
             {
@@ -114,14 +117,14 @@ internal sealed class HookRunner
                 long b = at.End > 0 ? at.End : total + at.End;
                 long lo = Math.Max(a, _offset) - _offset, hi = Math.Min(b, total) - _offset;
                 if (hi <= lo) return null;
-                return arange(lo, hi, dtype: ScalarType.Int64).unsqueeze(0).expand(_batch, hi - lo).contiguous();
+                return arange(lo, hi, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(_batch, hi - lo).contiguous();
             }
             case PositionKind.Last:
             {
-                if (_chunkMask is null) return full(_batch, 1, _len - 1, dtype: ScalarType.Int64);
+                if (_chunkMask is null) return full(_batch, 1, _len - 1, dtype: ScalarType.Int64, device: device);
                 // Index of the last 1 in each row: argmax over (mask * position) works for right and left padding.
-                var pos = arange(_len, dtype: ScalarType.Int64, device: _chunkMask.device).unsqueeze(0);
-                var last = (_chunkMask.to(ScalarType.Int64) * (pos + 1)).argmax(1, keepdim: true);
+                var pos = arange(_len, dtype: ScalarType.Int64, device: device).unsqueeze(0);
+                var last = (_chunkMask.to(ScalarType.Int64, device) * (pos + 1)).argmax(1, keepdim: true);
                 return last;
             }
             default:
@@ -140,7 +143,7 @@ internal sealed class HookRunner
                     if (rows[b] < 0)
                         throw new ArgumentException($"hook at {h.Point}: token {at.TokenId} (occurrence {at.Occurrence}) not found in row {b}");
                 }
-                return tensor(rows, dtype: ScalarType.Int64).unsqueeze(1).to(_chunkIds.device);
+                return tensor(rows, dtype: ScalarType.Int64).unsqueeze(1).to(device);
             }
         }
     }

@@ -40,7 +40,7 @@ public sealed record TaskSource(string Task, int Difficulty, string Split, long 
 /// <summary>
 /// What to extract. <see cref="Point"/> is a hook point (`blocks.-2.resid_post`); <see cref="K"/> post states end at
 /// the boundary (positions Post-K+1 … Post); <see cref="DType"/> is the stored dtype; <see cref="Compute"/> the
-/// activation dtype of the forward passes (null: the model's own). <see cref="RowsPerFile"/> is the size of the
+/// activation dtype of the forward passes (null: the model's own; auto: the library's measured choice, see ComputePolicy). <see cref="RowsPerFile"/> is the size of the
 /// store's safetensors files, the unit of resuming.
 /// </summary>
 public sealed record ExtractionOptions
@@ -62,7 +62,7 @@ public sealed record ExtractionOptions
     {
         HookPoint.Parse(Point);
         TorchRuntime.ParseDType(DType);
-        if (Compute is not null) TorchRuntime.ParseDType(Compute);
+        if (Compute is not null) ComputePolicy.Validate(Compute);
         if (K < 1) throw new ArgumentException($"K must be >= 1 (got {K})");
         if (BatchSize < 1) throw new ArgumentException($"batch size must be >= 1 (got {BatchSize})");
         if (RowsPerFile < 1) throw new ArgumentException($"rows per file must be >= 1 (got {RowsPerFile})");

@@ -47,6 +47,7 @@ public static class LatentExtraction
         ExtractionOptions o, Action<ExtractionProgress>? progress = null)
     {
         Check(model, tok, fmt, o);
+        o = ResolveCompute(model, o, null);
         using var compute = UseCompute(model, o.Compute);
         var (samples, skipped) = Traces(model, fmt, problems, o, 0,
             (done, verified, skip) => progress?.Invoke(new ExtractionProgress(done, problems.Count, verified, skip, "traces")));
@@ -65,6 +66,7 @@ public static class LatentExtraction
     {
         Check(model, tok, fmt, o);
         ArgumentException.ThrowIfNullOrWhiteSpace(outDir);
+        o = ResolveCompute(model, o, outDir);
         var sw = Stopwatch.StartNew();
         var settings = StoreSettings.For(model, fmt, problems, o);
         var shardName = o.Shard.ToString();
@@ -131,6 +133,18 @@ public static class LatentExtraction
         if (tok.VocabSize > model.Config.VocabSize)
             throw new ArgumentException($"the tokenizer has {tok.VocabSize} ids but the model's vocabulary is {model.Config.VocabSize}");
         HookPoint.Parse(o.Point).Resolve(model.Config.NumLayers);
+    }
+
+    /// <summary>
+    /// `auto` becomes a dtype here, once: the one an existing store in <paramref name="outDir"/> was made with (a resumed
+    /// store keeps its compute dtype), else the library's measured choice for this model.
+    /// </summary>
+    static ExtractionOptions ResolveCompute(DecoderLM model, ExtractionOptions o, string? outDir)
+    {
+        if (o.Compute is null || !ComputePolicy.IsAuto(o.Compute)) return o;
+        if (outDir is not null && File.Exists(Path.Combine(outDir, LatentManifest.FileName)))
+            return o with { Compute = LatentManifest.Read(outDir).Settings.Compute };
+        return o with { Compute = ComputePolicy.Resolve(o.Compute, model.Device, ComputePolicy.Widths(model.Config)).Name };
     }
 
     /// <summary>Sets the model's activation dtype for the extraction and puts the old one back afterwards.</summary>

@@ -168,7 +168,7 @@ public static class ReasonerExperiments
         var chain = reasoner.Reason(batch.PromptIds, batch.PromptMask, (int)Math.Max(c, 1)).narrow(1, 0, c);
         // The alphabet's embedding directions (specials excluded: they are not branches or content).
         var vocabIds = tok.Alphabet.Select(ch => tok.TokenToId(ch.ToString())!.Value).ToArray();
-        var emb = nn.functional.normalize(reasoner.Model.EmbeddingWeight.to(ScalarType.Float32).index_select(0, tensor(vocabIds.Select(i => (long)i).ToArray())), p: 2, dim: -1);
+        var emb = nn.functional.normalize(reasoner.Model.EmbeddingWeight.to(ScalarType.Float32).index_select(0, tensor(vocabIds.Select(i => (long)i).ToArray(), device: reasoner.Model.Device)), p: 2, dim: -1);
         var basis = Enumerable.Range(0, vocabIds.Length).Select(i => emb[i].data<float>().ToArray()).ToList();
         int l = tok.TokenToId("l")!.Value, r = tok.TokenToId("r")!.Value;
         int li = Array.IndexOf(vocabIds, l), ri = Array.IndexOf(vocabIds, r);
@@ -214,7 +214,7 @@ public static class ReasonerExperiments
                 r2Sum += st > 0 ? 1 - ss / st : 0;
             }
 
-        var flat = chain.reshape(-1, d).index_select(0, tensor(pointsX.Select(i => (long)i).ToArray()));
+        var flat = chain.reshape(-1, d).index_select(0, tensor(pointsX.Select(i => (long)i).ToArray(), device: chain.device));
         var (fx, fy, ex, ey, explained) = LatentAnalysis.Pca2With(flat, emb);
         ReasonerPlots.LatentPca(pngPath, fx, fy, category, ex, ey, tok.Alphabet.Select(ch => ch.ToString()).ToArray(), explained);
         return new MixedLatentStats(n, larger, nonTrivial, n == 0 ? double.NaN : r2Sum / n, n == 0 ? double.NaN : shareSum / n);

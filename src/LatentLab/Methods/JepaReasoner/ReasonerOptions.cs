@@ -45,8 +45,8 @@ public sealed record ReasonerOptions
     /// <summary>Distinct training problems whose latent chains the Talker is trained on (chains are computed once).</summary>
     public int TalkerPool { get; init; } = 2048;
 
-    /// <summary>Activation dtype of the transformers (weights stay f32): f32 or bf16.</summary>
-    public string Compute { get; init; } = "f32";
+    /// <summary>Activation dtype of the transformers (weights stay f32): auto (measured here, see ComputePolicy), f32 or bf16.</summary>
+    public string Compute { get; init; } = "auto";
     public long Seed { get; init; }
     public string OutDir { get; init; } = "runs/reasoner";
     public bool? ProgressBar { get; init; }
@@ -95,5 +95,6 @@ public sealed record ReasonerOptions
         Check(LossScale > 0, $"LossScale must be positive (got {LossScale})");
         Check(Talker is "mono" or "dual", $"Talker must be mono or dual (got '{Talker}')");
         Check(TalkerPool >= BatchSize, $"TalkerPool ({TalkerPool}) must be at least BatchSize ({BatchSize})");
+        Tensors.ComputePolicy.Validate(Compute);
     }
 }

@@ -59,7 +59,12 @@ public static class ReasonerPhases
         ProgressBar = o.ProgressBar,
     };
 
-    static JsonObject RunConfig(ReasonerOptions o, string phase) => new() { ["phase"] = phase, ["reasoner"] = o.ToJson() };
+    static JsonObject RunConfig(ReasonerOptions o, string phase, ComputeChoice compute) =>
+        new() { ["phase"] = phase, ["reasoner"] = o.ToJson(), ["compute"] = compute.ToJson() };
+
+    /// <summary>The phase's compute dtype by the library's policy (kept from its config.json when resumed).</summary>
+    static ComputeChoice UseCompute(ReasonerOptions o, string phase, DecoderLM model, TextWriter? log) =>
+        ComputePolicy.Apply(o.Compute, model, Path.Combine(o.PhaseDir(phase), "train", "config.json"), log);
 
     /// <summary>Next-token cross-entropy on the continuation (the prompt is given, not predicted), for pre-training and the baseline.</summary>
     public static TrainLoss LmLoss(DecoderLM model, IReadOnlyList<ReasonerExample> xs, int pad)
@@ -85,9 +90,10 @@ public static class ReasonerPhases
         var data = Data(o);
         var config = Reasoner.ModelConfig(data.Tokenizer, o.Hidden, o.Layers, o.Heads, 4096);
         TorchRuntime.Seed(o.Seed);
-        using var model = new DecoderLM(config) { ComputeDType = TorchRuntime.ParseDType(o.Compute) };
+        using var model = new DecoderLM(config);
+        var compute = UseCompute(o, Pretrain, model, log);
         var trainable = new Trainable(model, (step, micro) => LmLoss(model, data.Train(Seeds.For(o.Seed, step, micro), o.BatchSize), Pad(data)));
-        var trainer = new Trainer(TrainerFor(o, Pretrain, o.PretrainSteps, o.PretrainLr), RunConfig(o, Pretrain), log)
+        var trainer = new Trainer(TrainerFor(o, Pretrain, o.PretrainSteps, o.PretrainLr), RunConfig(o, Pretrain, compute), log)
         {
             Evaluate = _ => LmEval(model, data, o.Seed),
         };
@@ -115,7 +121,7 @@ public static class ReasonerPhases
         var data = Data(o);
         var src = o.ModelDir(Pretrain);
         using var online = LoadPretrained(src);
-        online.ComputeDType = TorchRuntime.ParseDType(o.Compute);
+        var compute = UseCompute(o, Sst, online, log);
         using var target = LoadPretrained(src);
         target.ComputeDType = online.ComputeDType;
         target.eval();
@@ -129,7 +135,7 @@ public static class ReasonerPhases
             afterStep: _ => ema.Update(online, o.Momentum),
             extraState: () => ema.State("target."));
         var evalSet = data.Train(Seeds.For(o.Seed ^ 0x5EED, -2), 64);
-        var trainer = new Trainer(TrainerFor(o, Sst, o.SstSteps, o.SstLr, weightDecay: 0.0), RunConfig(o, Sst), log)
+        var trainer = new Trainer(TrainerFor(o, Sst, o.SstSteps, o.SstLr, weightDecay: 0.0), RunConfig(o, Sst, compute), log)
         {
             Evaluate = _ => SstEval(reasoner, targetReasoner, evalSet, Pad(data), o.LossScale),
         };
@@ -210,7 +216,7 @@ public static class ReasonerPhases
         var srcDir = o.ModelDir(Sst);
         if (!Directory.Exists(srcDir)) throw new DirectoryNotFoundException($"{srcDir} not found: run the reasoner sst phase into the same run folder first");
         using var reasoner = Reasoner.Load(srcDir);
-        reasoner.Model.ComputeDType = TorchRuntime.ParseDType(o.Compute);
+        var compute = UseCompute(o, TalkerPhase, reasoner.Model, log);
         foreach (var p in reasoner.Model.parameters()) p.requires_grad = false;
         int steps = reasoner.Settings.LatentSteps;
 
@@ -229,11 +235,11 @@ public static class ReasonerPhases
         {
             var rng = new Random(unchecked((int)Seeds.For(o.Seed + 3, step, micro)));
             var idx = Enumerable.Range(0, o.BatchSize).Select(_ => rng.Next(pool.Count)).ToArray();
-            using var idxT = tensor(idx.Select(i => (long)i).ToArray());
+            using var idxT = tensor(idx.Select(i => (long)i).ToArray(), device: chains.device);
             using var lat = chains.index_select(0, idxT);
             return TalkerLoss(talker, lat, idx.Select(i => pool[i]).ToList(), Pad(data));
         });
-        var trainer = new Trainer(TrainerFor(o, TalkerPhase, o.TalkerSteps, o.TalkerLr), RunConfig(o, TalkerPhase), log);
+        var trainer = new Trainer(TrainerFor(o, TalkerPhase, o.TalkerSteps, o.TalkerLr), RunConfig(o, TalkerPhase, compute), log);
         var sw = Stopwatch.StartNew();
         var result = trainer.Run(trainable, cancel);
         var dir = o.ModelDir(TalkerPhase);
@@ -287,9 +293,9 @@ public static class ReasonerPhases
         TorchRuntime.Initialize();
         var data = Data(o);
         using var model = LoadPretrained(o.ModelDir(Pretrain));
-        model.ComputeDType = TorchRuntime.ParseDType(o.Compute);
+        var compute = UseCompute(o, Baseline, model, log);
         var trainable = new Trainable(model, (step, micro) => LmLoss(model, data.Train(Seeds.For(o.Seed + 1, step, micro), o.BatchSize), Pad(data)));
-        var trainer = new Trainer(TrainerFor(o, Baseline, o.SstSteps, o.SstLr), RunConfig(o, Baseline), log)
+        var trainer = new Trainer(TrainerFor(o, Baseline, o.SstSteps, o.SstLr), RunConfig(o, Baseline, compute), log)
         {
             Evaluate = _ => LmEval(model, data, o.Seed),
         };

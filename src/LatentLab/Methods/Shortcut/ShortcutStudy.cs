@@ -39,6 +39,8 @@ public sealed record ShortcutStudyOptions
     public NoGoThresholds NoGo { get; init; } = new();
     public string OutDir { get; init; } = "runs/shortcut";
     public string Device { get; init; } = "cpu";
+    /// <summary>Activation dtype of the teacher's forward passes: auto (measured here, see ComputePolicy), f32 or bf16.</summary>
+    public string Compute { get; init; } = "auto";
 }
 
 /// <summary>Thresholds of the seed's no-go criteria (each row of the table states its rule).</summary>
@@ -77,13 +79,19 @@ public static class ShortcutStudy
         var total = Stopwatch.StartNew();
         void Say(string s) => log.WriteLine($"[shortcut] {s} ({total.Elapsed.TotalSeconds:F0} s)");
         Directory.CreateDirectory(o.OutDir);
-        AtomicFile.WriteAllText(Path.Combine(o.OutDir, "config.json"),
-            JsonSerializer.Serialize(o, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
+        Tensors.ComputePolicy.Validate(o.Compute);
 
         var family = TaskRegistry.Get(o.Task);
         int difficulty = o.Difficulty ?? family.Difficulty.Default;
         var fmt = TraceFormat.ForModel(o.ModelDir, family);
         using var teacher = Checkpoints.Load(o.ModelDir, device: Tensors.TorchRuntime.ParseDevice(o.Device));
+        // Every forward pass of the study (extraction, the arms' copies of the teacher) runs in this dtype; a re-run of
+        // the study keeps the one its config.json records, so its resumable stores still match.
+        var configPath = Path.Combine(o.OutDir, "config.json");
+        var compute = Tensors.ComputePolicy.Apply(o.Compute, teacher, configPath, log);
+        var config = JsonSerializer.SerializeToNode(o, new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower })!.AsObject();
+        config[Tensors.ComputePolicy.StudyRecordKey] = compute.ToJson();
+        AtomicFile.WriteAllText(configPath, config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
 
         // Phase 0: targets from the teacher's own traces, resumable stores.
         var extraction = new ExtractionOptions { Point = o.Point, K = o.K, BatchSize = o.BatchSize, Trace = o.Trace };
