@@ -259,24 +259,12 @@ public static class LatentExtraction
             {
                 using var scope = NewDisposeScope();
                 var chunk = samples.Skip(at).Take(batchSize).ToList();
-                int b = chunk.Count, len = chunk.Max(s => s.PostPosition + 1);
-                var ids = new long[b * len];
-                var mask = new long[b * len];
-                var where = new long[b * (k + 1)];
-                for (int i = 0; i < b; i++)
-                {
-                    var s = chunk[i];
-                    for (int t = 0; t < len; t++)
-                    {
-                        bool real = t <= s.PostPosition;
-                        ids[i * len + t] = real ? s.TraceIds[t] : pad;
-                        mask[i * len + t] = real ? 1 : 0;
-                    }
-                    var positions = LeakRule.TargetPositions(s, k);
-                    for (int j = 0; j <= k; j++) where[i * (k + 1) + j] = positions[j];
-                }
+                int b = chunk.Count;
+                // Each row stops at its post position: nothing from the answer on enters the forward pass.
+                var (ids, mask) = TokenBatch.RightPad(chunk.Select(s => s.TraceIds[..(s.PostPosition + 1)]).ToList(), pad);
+                var where = chunk.SelectMany(s => LeakRule.TargetPositions(s, k).Select(p => (long)p)).ToArray();
                 var dev = model.Device;
-                using var output = model.Forward(tensor(ids).view(b, len).to(dev), attentionMask: tensor(mask).view(b, len).to(dev),
+                using var output = model.Forward(ids.to(dev), attentionMask: mask.to(dev),
                     hooks: hooks, logits: LogitsMode.None);
                 var h = output.Capture(HookSpec.Capture(point).Key);
                 var idx = tensor(where).view(b, k + 1, 1).expand(b, k + 1, d).to(dev);

@@ -266,24 +266,19 @@ public static class ReasonerPhases
     public static TrainLoss TalkerLoss(Talker talker, Tensor latents, IReadOnlyList<ReasonerExample> xs, int pad)
     {
         int start = talker.Config.Decoder.BosTokenId ?? throw new InvalidOperationException("talker config has no bos token");
-        int b = xs.Count, t = xs.Max(x => x.Continuation.Length);
-        var ids = new long[b * t]; var tgt = new long[b * t];
-        long n = 0;
-        for (int i = 0; i < b; i++)
+        // Input j is the start token then the continuation shifted by one; target j is continuation token j.
+        int t = xs.Max(x => x.Continuation.Length);
+        var (ids, inputMask) = TokenBatch.RightPad(xs.Select(x => x.Continuation.Prepend(start).Take(t).ToArray()).ToList(), pad);
+        var (targets, scored) = TokenBatch.RightPad(xs.Select(x => x.Continuation).ToList(), -100);
+        using (ids)
+        using (inputMask)
+        using (targets)
+        using (scored)
         {
-            var c = xs[i].Continuation;
-            for (int j = 0; j < t; j++)
-            {
-                ids[i * t + j] = j == 0 ? start : j - 1 < c.Length ? c[j - 1] : pad;
-                tgt[i * t + j] = j < c.Length ? c[j] : -100;
-                if (j < c.Length) n++;
-            }
+            using var logits = talker.Logits(latents, ids);
+            var loss = F.cross_entropy(logits.reshape(-1, logits.shape[^1]), targets.view(-1), ignore_index: -100);
+            return new TrainLoss(loss, scored.sum().item<long>());
         }
-        using var idsT = tensor(ids).view(b, t);
-        using var tgtT = tensor(tgt).view(b, t);
-        using var logits = talker.Logits(latents, idsT);
-        var loss = F.cross_entropy(logits.reshape(-1, logits.shape[^1]), tgtT.view(-1), ignore_index: -100);
-        return new TrainLoss(loss, n);
     }
 
     /// <summary>The coupled baseline: the pre-trained transformer trained on as an LM, on SST's batches, for SST's steps.</summary>

@@ -1,3 +1,4 @@
+using LatentLab.Tensors;
 using LatentLab.Latents;
 using LatentLab.Generation;
 using LatentLab.Hooks;
@@ -58,14 +59,9 @@ public static class ShortcutCapture
                 traces.Add(trace);
                 rows.Add((pre, post));
             }
-            int t = traces.Max(x => x.Length);
-            var ids = new long[chunk.Count * t];
-            var mask = new long[chunk.Count * t];
-            for (int i = 0; i < chunk.Count; i++)
-                for (int j = 0; j < traces[i].Length; j++) { ids[i * t + j] = traces[i][j]; mask[i * t + j] = 1; }
+            var (ids, mask) = TokenBatch.RightPad(traces, 0);
             var hooks = new HookSet(new[] { HookSpec.Capture(point, Positions.AllPositions, "f32") });
-            using var output = teacher.Forward(tensor(ids).view(chunk.Count, t).to(teacher.Device),
-                attentionMask: tensor(mask).view(chunk.Count, t).to(teacher.Device), hooks: hooks, logits: LogitsMode.None);
+            using var output = teacher.Forward(ids.to(teacher.Device), attentionMask: mask.to(teacher.Device), hooks: hooks, logits: LogitsMode.None);
             var h = output.Capture(point).to(ScalarType.Float32).cpu(); // [B, T, D]
             var preIdx = tensor(rows.Select(r => (long)r.Pre).ToArray());
             pres.Add(h[arange(chunk.Count), preIdx].DetachFromDisposeScope());

@@ -1,3 +1,4 @@
+using LatentLab.Tensors;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -172,12 +173,8 @@ public static class ShortcutStudy
         {
             using var scope = NewDisposeScope();
             var chunk = prompts.Skip(start).Take(batch).ToList();
-            int len = chunk.Max(p => p.Length);
-            var ids = new long[chunk.Count * len];
-            var mask = new long[chunk.Count * len];
-            for (int b = 0; b < chunk.Count; b++)
-                for (int t = 0; t < chunk[b].Length; t++) { ids[b * len + t] = chunk[b][t]; mask[b * len + t] = 1; }
-            using var output = model.Forward(tensor(ids).view(chunk.Count, len).to(model.Device), attentionMask: tensor(mask).view(chunk.Count, len).to(model.Device),
+            var (ids, mask) = TokenBatch.RightPad(chunk, 0);
+            using var output = model.Forward(ids.to(model.Device), attentionMask: mask.to(model.Device),
                 hooks: new HookSet(new[] { HookSpec.Capture(point, Positions.LastToken) }), logits: LogitsMode.None);
             parts.Add(output.Capture(point).squeeze(1).to(ScalarType.Float32).cpu().MoveToOuterDisposeScope());
         }
