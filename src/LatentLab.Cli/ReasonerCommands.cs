@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using LatentLab.Training;
 using LatentLab.Methods.JepaReasoner;
 
 namespace LatentLab.Cli;
