@@ -31,8 +31,8 @@ public sealed class Attention : nn.Module
     }
 
     /// <param name="x">[B, T, D]</param>
-    /// <param name="allowed">[B, 1, T, S] boolean: which cached+new keys each query may see</param>
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor allowed, KvCache? cache, int layer)
+    /// <param name="mask">which cached+new keys each query may see</param>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionMask mask, KvCache? cache, int layer)
     {
         using var scope = NewDisposeScope();
         long b = x.shape[0], t = x.shape[1];
@@ -56,7 +56,7 @@ public sealed class Attention : nn.Module
             // Soft-capping sits between the scores and the softmax, which fused attention cannot express.
             var scores = q.matmul(k.transpose(-2, -1)).to(ScalarType.Float32) * _c.AttentionScale;
             scores = (scores / cap).tanh() * cap;
-            scores = scores.masked_fill(allowed.logical_not(), -1e30);
+            scores = scores.masked_fill(mask.Allowed.logical_not(), -1e30);
             o = scores.softmax(-1).to(v.dtype).matmul(v);
         }
         else
@@ -66,8 +66,9 @@ public sealed class Attention : nn.Module
             // (a padding query) gives a finite, ignored output instead of NaN.
             double fold = _c.AttentionScale * Math.Sqrt(_c.HeadDim);
             if (Math.Abs(fold - 1) > 1e-12) q = q * fold;
-            var bias = zeros(allowed.shape, dtype: q.dtype, device: q.device).masked_fill(allowed.logical_not(), -1e30);
-            o = F.scaled_dot_product_attention(q, k, v, bias);
+            o = mask.Causal
+                ? F.scaled_dot_product_attention(q, k, v, null, 0, true)
+                : F.scaled_dot_product_attention(q, k, v, mask.Bias(q.dtype));
         }
         o = o.transpose(1, 2).reshape(b, t, _c.NumHeads * _c.HeadDim);
         return o_proj.forward(o).MoveToOuterDisposeScope();
@@ -139,10 +140,10 @@ public sealed class Block : nn.Module
     public Attention SelfAttn => self_attn;
     public Mlp MlpModule => mlp;
 
-    internal Tensor Forward(Tensor x, Tensor cos, Tensor sin, Tensor allowed, KvCache? cache, int layer, HookRunner hooks)
+    internal Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionMask mask, KvCache? cache, int layer, HookRunner hooks)
     {
         x = hooks.At(HookSite.ResidPre, layer, x);
-        var a = self_attn.Forward(input_layernorm.forward(x), cos, sin, allowed, cache, layer);
+        var a = self_attn.Forward(input_layernorm.forward(x), cos, sin, mask, cache, layer);
         if (_sandwich) a = post_attention_layernorm.forward(a);
         a = hooks.At(HookSite.AttnOut, layer, a);
         x = hooks.At(HookSite.ResidMid, layer, x + a);
@@ -168,6 +169,33 @@ public sealed class DecoderBody : nn.Module
         norm = new RmsNorm("norm", c.HiddenSize, c.NormEps, c.Norm == NormKind.GemmaRmsNorm);
         RegisterComponents();
     }
+}
+
+/// <summary>
+/// The keys each query may see in one forward pass, shared by every layer of a kind (global or sliding):
+/// <see cref="Allowed"/> [B, 1, T, S] as booleans, or <see cref="Causal"/> when plain causal masking says the same;
+/// the additive form fused attention takes is built once per dtype, not once per layer.
+/// </summary>
+public sealed class AttentionMask(Tensor allowed, bool causal) : IDisposable
+{
+    Tensor? _bias;
+
+    public Tensor Allowed { get; } = allowed;
+    public bool Causal { get; } = causal;
+
+    /// <summary>0 where allowed, -1e30 elsewhere (finite, so a fully masked padding query gives a finite, ignored output).</summary>
+    public Tensor Bias(ScalarType dtype)
+    {
+        if (_bias is null || _bias.dtype != dtype)
+        {
+            _bias?.Dispose();
+            using var scope = NewDisposeScope();
+            _bias = zeros(Allowed.shape, dtype: dtype, device: Allowed.device).masked_fill(Allowed.logical_not(), -1e30).DetachFromDisposeScope();
+        }
+        return _bias;
+    }
+
+    public void Dispose() => _bias?.Dispose();
 }
 
 /// <summary>What a forward pass returns. Dispose it (or let an enclosing scope do so).</summary>
@@ -304,6 +332,12 @@ public sealed class DecoderLM : nn.Module
         var keyReal = fullMask.view(b, 1, 1, s).to(ScalarType.Bool);
         var causal = keyReal.logical_and(kIdx <= qIdx);
         var sliding = c.SlidingWindow is { } w ? causal.logical_and((qIdx - kIdx) < w) : null;
+        // With no cached prefix and no left padding, every real query sees exactly the keys at or before it, which
+        // the fused kernel's is_causal expresses without a [B, 1, T, S] mask (about 2× faster at long prompts).
+        // Right padding only changes what padding queries see, and their outputs are ignored.
+        bool plainCausal = offset == 0 && (attentionMask is null || RightPadded(chunkMask));
+        using var globalMask = new AttentionMask(causal, plainCausal);
+        using var slidingMask = sliding is null ? null : new AttentionMask(sliding, plainCausal && s <= c.SlidingWindow!.Value);
 
         var (cos, sin) = _rope.Tables(positions);
         var (lcos, lsin) = _localRope is null ? (cos, sin) : _localRope.Tables(positions);
@@ -312,7 +346,7 @@ public sealed class DecoderLM : nn.Module
         {
             bool slide = c.IsSliding(i);
             bool local = slide && _localRope is not null;
-            x = _blocks[i].Forward(x, local ? lcos : cos, local ? lsin : sin, slide ? sliding! : causal, cache, i, runner);
+            x = _blocks[i].Forward(x, local ? lcos : cos, local ? lsin : sin, slide ? slidingMask! : globalMask, cache, i, runner);
         }
 
         if (logits == LogitsMode.LastOnly)
@@ -329,6 +363,15 @@ public sealed class DecoderLM : nn.Module
             outLogits = runner.At(HookSite.Logits, -1, z).MoveToOuterDisposeScope();
         }
         return new ModelOutput { Logits = outLogits, Hidden = h.MoveToOuterDisposeScope(), Captures = captures };
+    }
+
+    /// <summary>True when every row's mask is ones followed by zeros (no left padding, no holes).</summary>
+    static bool RightPadded(Tensor mask)
+    {
+        long t = mask.shape[1];
+        if (t < 2) return true;
+        using var scope = NewDisposeScope();
+        return mask.narrow(1, 1, t - 1).le(mask.narrow(1, 0, t - 1)).all().item<bool>();
     }
 
     /// <summary>Every Proj in the model with its HF module path (for LoRA and inspection).</summary>

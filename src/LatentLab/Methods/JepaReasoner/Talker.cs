@@ -255,7 +255,7 @@ public sealed class CrossBlock : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor memory, (Tensor Cos, Tensor Sin) rope, Tensor causal, (Tensor Cos, Tensor Sin) memRope, int layer)
+    public Tensor Forward(Tensor x, Tensor memory, (Tensor Cos, Tensor Sin) rope, AttentionMask causal, (Tensor Cos, Tensor Sin) memRope, int layer)
     {
         x = x + self_attn.Forward(input_layernorm.forward(x), rope.Cos, rope.Sin, causal, null, layer);
         x = x + cross_attn.Forward(cross_layernorm.forward(x), memory, rope, memRope);
@@ -302,7 +302,7 @@ public sealed class DualTalker : Talker
         long b = latents.shape[0], l = latents.shape[1];
         var x = latent_in.forward(latents.to(ScalarType.Float32));
         var (cos, sin) = Tables(b, l, latents.device);
-        var all = ones(b, 1, l, l, dtype: ScalarType.Bool, device: latents.device);
+        using var all = new AttentionMask(ones(b, 1, l, l, dtype: ScalarType.Bool, device: latents.device), causal: false);
         var hooks = new HookRunner(null, encoder.Count, null, null, 0, b, l, new Dictionary<string, Tensor>());
         for (int i = 0; i < encoder.Count; i++) x = encoder[i].Forward(x, cos, sin, all, null, i, hooks);
         return encoder_norm.forward(x).MoveToOuterDisposeScope();
@@ -317,7 +317,7 @@ public sealed class DualTalker : Talker
         var rope = Tables(b, t, dev);
         var memRope = Tables(b, l, dev);
         var idx = arange(t, dtype: ScalarType.Int64, device: dev);
-        var causal = (idx.view(1, 1, 1, t) <= idx.view(1, 1, t, 1)).expand(b, 1, t, t);
+        using var causal = new AttentionMask((idx.view(1, 1, 1, t) <= idx.view(1, 1, t, 1)).expand(b, 1, t, t), causal: true);
         var x = embed_tokens.forward(inputIds);
         for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, memory, rope, causal, memRope, i);
         var h = norm.forward(x);
