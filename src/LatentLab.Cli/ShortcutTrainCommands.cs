@@ -85,7 +85,7 @@ public static class ShortcutTrainCommands
                 twins.Add(new TwinSet(editKind, original, edited));
             }
 
-            var data = new Phase1Data(
+            var data = new PredictorData(
                 trainStore.Pre(dtype: ScalarType.Float32), trainStore.Post(dtype: ScalarType.Float32), trainStore.Samples(),
                 testStore.Pre(dtype: ScalarType.Float32), testStore.Post(dtype: ScalarType.Float32), testStore.Samples(), twins);
             var gate = new PromotionGate
@@ -93,7 +93,7 @@ public static class ShortcutTrainCommands
                 MinTop5 = pr.GetValue(minTop5), MinTop5OverChance = pr.GetValue(minOverChance),
                 MaxParaphraseRatio = pr.GetValue(maxPara), MaxRenameRatio = pr.GetValue(maxRename),
             };
-            var report = PredictorPhase1.Run(data, cfg, pr.GetValue(output)!, new DiagnosticsOptions { Gate = gate, Seed = cfg.Seed },
+            var report = PredictorPromotion.Run(data, cfg, pr.GetValue(output)!, new DiagnosticsOptions { Gate = gate, Seed = cfg.Seed },
                 log: ConsoleLog.Instance, progressBar: null);
 
             var d = report.Diagnostics;

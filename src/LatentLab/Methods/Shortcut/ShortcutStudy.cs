@@ -125,7 +125,7 @@ public static class ShortcutStudy
 
         // Phase 1: the predictor, its diagnostics and the promotion gate.
         var twins = Twins(teacher, fmt, testSamples, extraction.Point, o.Seed);
-        var phase1 = PredictorPhase1.Run(new Phase1Data(preTrain, postTrain, trainSamples, preTest, postTest, testSamples, twins),
+        var phase1 = PredictorPromotion.Run(new PredictorData(preTrain, postTrain, trainSamples, preTest, postTest, testSamples, twins),
             o.Predictor with { K = o.K, Seed = o.Seed }, Path.Combine(o.OutDir, "predictor"),
             new DiagnosticsOptions { Gate = o.Gate, Seed = o.Seed }, log: TextWriter.Null);
         var d = phase1.Diagnostics;
@@ -224,7 +224,7 @@ public static class ShortcutStudy
     }
 
     static void WriteReport(ShortcutStudyReport r, ShortcutStudyOptions o, ITaskFamily family, int difficulty,
-        LatentStore train, LatentStore test, Phase1Report phase1)
+        LatentStore train, LatentStore test, PromotionReport phase1)
     {
         var sb = new StringBuilder();
         sb.AppendLine($"# Latent shortcut study: {family.Name} (difficulty {difficulty})");
