@@ -6,8 +6,14 @@ using static TorchSharp.torch;
 
 // Benchmarks print throughput as a fraction of a yardstick measured in this same process: the best rate of square
 // matmuls (256, 512, 1024, 2048) per dtype. So the figures mean the same on any machine, and a fraction above 100%
-// would mean the yardstick is wrong. Usage: dotnet run -c Release --project bench/LatentLab.Bench [train|extract|all]
+// would mean the yardstick is wrong. Usage: dotnet run -c Release --project bench/LatentLab.Bench [train|extract|checksum|all]
 var which = args.Length > 0 ? args[0] : "all";
+if (which == "checksum")
+{
+    // I/O only: no matmul yardstick needed (the ratios here are against reading the same files).
+    ChecksumBench.Run();
+    return;
+}
 TorchRuntime.Initialize();
 Console.WriteLine($"cpu: {CpuInfo.Describe()}");
 Console.WriteLine($"threads={get_num_threads()}  fix-up: {TorchRuntime.FixupStatus}");
@@ -40,7 +46,7 @@ static double Median(int reps, Action run)
 if (which is "train" or "all")
 {
     var teacher = LatentLab.Teacher.TeacherModel.DefaultConfig(LatentLab.Teacher.TeacherFormat.Create(LatentLab.Tasks.TaskRegistry.Get("addition")).Tokenizer);
-    var auto = ComputePolicy.Resolve("auto", CPU, ComputePolicy.Widths(teacher));
+    var auto = ComputePolicy.Resolve("auto", CPU, ComputePolicy.Shapes(teacher));
     Console.WriteLine($"demo teacher (d={teacher.HiddenSize}): {auto.Describe()}");
 
     // A 4-layer d=256 model at 8 × 256 tokens: forward + backward + AdamW step; training FLOPs = 3 × forward.

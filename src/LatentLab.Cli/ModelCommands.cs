@@ -26,10 +26,13 @@ public static class ModelCommands
     static Command Inspect()
     {
         var dir = DirArgument();
-        var cmd = new Command("inspect", "Show a model folder's architecture, parameter count, weight dtypes and tokenizer") { dir };
+        var cmd = new Command("inspect", "Show a model folder's architecture, parameter count, weight dtypes, tokenizer and whether its files are intact") { dir };
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var path = pr.GetValue(dir)!;
+            // First, so that a damaged file is named even when the damage makes the weights unreadable.
+            var integrity = ChecksumManifest.Verify(path);
+            if (integrity.State == Integrity.Damaged) AnsiConsole.MarkupLine(Markup.Escape($"integrity: {integrity.Describe()}"));
             var cfg = TransformerConfig.FromHuggingFace(path);
             using var weights = SafetensorsCheckpoint.Open(path);
             var dtypes = weights.Names.GroupBy(n => weights.Info(n).DType).Select(g => $"{g.Key}×{g.Count()}");
@@ -48,12 +51,13 @@ public static class ModelCommands
             Row("parameters (stored)", $"{stored:N0} in {weights.Names.Count} tensors");
             Row("weight dtypes", string.Join(", ", dtypes));
             Row("weight files", string.Join(", ", weights.Files.Select(Path.GetFileName)));
+            Row("integrity", integrity.Describe());
             Row("config hash", cfg.Hash());
             var tok = TokenizerLoader.TryLoadFromDirectory(path);
             Row("tokenizer", tok is null ? "none (commands that need text will say so)" : $"{tok.VocabSize} ids, bos {tok.BosId}, eos {tok.EosId}, pad {tok.PadId}, hash {tok.Hash[..16]}");
             Row("chat format", tok is null ? "-" : ChatFormat.Detect(path).Family.ToString());
             AnsiConsole.Write(table);
-            return 0;
+            return integrity.State == Integrity.Damaged ? 1 : 0;
         }));
         return cmd;
     }

@@ -113,11 +113,12 @@ public static class ShortcutExtractCommands
         return cmd;
     }
 
-    /// <summary>A progress bar on a terminal (<see cref="ConsoleLog"/>); one plain line per written file otherwise.</summary>
+    /// <summary>A progress bar on a terminal (<see cref="ConsoleLog"/>), one plain line per written file otherwise; notes (a damaged file) are always lines.</summary>
     static LatentManifest WithProgress(int total, Func<Action<ExtractionProgress>, LatentManifest> body) =>
         ConsoleLog.Instance.WithProgress("extract", total, 0, bar => body(p =>
         {
-            if (bar is not null) bar(p.Done, $"{p.Stage} {p.Done}/{p.Total} ({p.Verified} verified)");
+            if (p.Note is not null) ConsoleLog.Instance.WriteLine($"{(p.Stage == "damaged" ? "warning" : p.Stage)}: {p.Note}");
+            else if (bar is not null) bar(p.Done, $"{p.Stage} {p.Done}/{p.Total} ({p.Verified} verified)");
             else if (p.Stage != "traces") Console.WriteLine($"{p.Stage}: {p.Done}/{p.Total} problems, {p.Verified} verified, {p.Skipped} skipped");
         }));
 }

@@ -32,6 +32,7 @@ public static class ToolCommands
             using var model = new DecoderLM(cfg);
             Checkpoints.Save(model, dir);
             tok.Save(dir);
+            Checkpoints.Seal(dir);
             Console.WriteLine($"wrote a random {cfg.Architecture} ({model.ParameterCount():N0} parameters) to {dir}");
             return 0;
         }));

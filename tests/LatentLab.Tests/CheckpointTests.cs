@@ -40,6 +40,39 @@ public sealed class CheckpointTests : IDisposable
         Assert.True((cat(new[] { first, rest }, 1) - b).abs().max().item<float>() < 1e-4);
     }
 
+    /// <summary>An exported folder carries checksums.json: intact loads, a flipped bit anywhere is named and refused, no manifest loads unverified.</summary>
+    [Fact]
+    public void ExportedModelFolderIsCheckedOnLoad()
+    {
+        using var model = Random("Qwen3ForCausalLM");
+        var dir = Path.Combine(_dir, "export");
+        Checkpoints.Save(model, dir);
+        var ok = ChecksumManifest.Verify(dir);
+        Assert.Equal(Integrity.Intact, ok.State);
+        Assert.Equal("intact (2 files checked)", ok.Describe());
+
+        foreach (var (file, damage) in new (string, Action<string>)[]
+        {
+            ("model.safetensors", p => DamageKit.FlipBit(p, -3)),
+            ("config.json", p => DamageKit.FlipDigitAfter(p, "\"rope_theta\"")),
+            (ChecksumManifest.FileName, p => DamageKit.FlipDigitAfter(p, "xxh3:")),
+        })
+        {
+            var copy = Path.Combine(_dir, "copy-" + file);
+            DamageKit.CopyTree(dir, copy);
+            damage(Path.Combine(copy, file));
+            var bad = ChecksumManifest.Verify(copy);
+            Assert.Equal(Integrity.Damaged, bad.State);
+            Assert.StartsWith(file, bad.Problem);
+            var e = Assert.Throws<InvalidDataException>(() => Checkpoints.Load(copy));
+            Assert.Contains(file + " is damaged", e.Message);
+        }
+
+        File.Delete(Path.Combine(dir, ChecksumManifest.FileName));
+        Assert.Equal(FileChecksum.Unverified, ChecksumManifest.Verify(dir).Describe());
+        using var old = Checkpoints.Load(dir);
+    }
+
     [Fact]
     public void ConfigKeysFollowTransformers()
     {
@@ -98,6 +131,9 @@ public sealed class CheckpointTests : IDisposable
         cfg["architectures"] = new JsonArray("Qwen3ForCausalLM");
         cfg["model_type"] = "qwen3";
         File.WriteAllText(Path.Combine(_dir, "config.json"), cfg.ToJsonString());
+        Assert.Contains("config.json is damaged", Assert.Throws<InvalidDataException>(() => Checkpoints.Load(_dir)).Message);
+        // Edited on purpose: without the manifest the folder loads unverified and the mismatch itself is reported.
+        File.Delete(Path.Combine(_dir, ChecksumManifest.FileName));
         var e = Assert.Throws<InvalidDataException>(() => Checkpoints.Load(_dir));
         Assert.Contains("lacks", e.Message);
         Assert.Contains("q_norm", e.Message);

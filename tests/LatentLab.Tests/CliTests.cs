@@ -33,6 +33,7 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, inspect.Code);
         Assert.Contains("Qwen3ForCausalLM", inspect.Out);
         Assert.Contains("QK-norm", inspect.Out);
+        Assert.Contains("intact (4 files checked)", inspect.Out);
 
         var tok = Cli("tokenize", model, "--text", "ab 1");
         Assert.Equal(0, tok.Code);
@@ -52,6 +53,15 @@ public sealed class CliTests : IDisposable
         Assert.Equal(new long[] { 4, 32 }, st.Info("blocks.-2.resid_post").Shape);
         Assert.Equal(SafeDType.F32, st.Info("logits").DType);
         Assert.Equal("[1,7,9,12]", st.Metadata["tokens"]);
+
+        // One flipped bit in the weights: inspect names the file and fails, and loading refuses the folder.
+        DamageKit.FlipBit(Path.Combine(model, "model.safetensors"), -3);
+        var damaged = Cli("inspect", model);
+        Assert.Equal(1, damaged.Code);
+        Assert.Contains("damaged: model.safetensors is damaged", damaged.Out);
+        var refused = Cli("generate", model, "--prompt", "ab", "--max-new-tokens", "2");
+        Assert.NotEqual(0, refused.Code);
+        Assert.Contains("model.safetensors is damaged", refused.Err);
     }
 
     [Fact]
@@ -66,6 +76,10 @@ public sealed class CliTests : IDisposable
         var model = Path.Combine(_dir, "tiny");
         Assert.Equal(0, Cli("init-tiny", "--arch", "LlamaForCausalLM", "--out", model).Code);
         File.Delete(Path.Combine(model, "tokenizer.json"));
+        // A file removed on purpose is not damage: the rest still checks out (the table may wrap the line).
+        var inspectNoTok = Cli("inspect", model);
+        Assert.Equal(0, inspectNoTok.Code);
+        Assert.Contains("listed but absent:", inspectNoTok.Out);
         var noTok = Cli("hidden", model, "--prompt", "hi", "--points", "embed", "--out", Path.Combine(_dir, "x.safetensors"));
         Assert.Equal(2, noTok.Code);
         Assert.Contains("no tokenizer.json", noTok.Err);

@@ -41,12 +41,12 @@ public sealed class ComputePolicyTests : IDisposable
         TorchRuntime.Seed(5);
         using var expected = randn(4);
         TorchRuntime.Seed(5);
-        var (bf16, f32) = ComputePolicy.Probe(CPU, new[] { 32, 64 });
+        var (bf16, f32) = ComputePolicy.Probe(CPU, new[] { (32, 128), (64, 64) });
         using var after = randn(4);
         Assert.True(bf16 > 0 && double.IsFinite(bf16) && f32 > 0 && double.IsFinite(f32), $"bf16 {bf16}, f32 {f32}");
         Assert.Equal(expected.data<float>().ToArray(), after.data<float>().ToArray());
 
-        var choice = ComputePolicy.Resolve("auto", CPU, new[] { 32 });
+        var choice = ComputePolicy.Resolve("auto", CPU, new[] { (32, 128) });
         Assert.Equal("auto", choice.Requested);
         Assert.NotNull(choice.F32Gflops);
         Assert.Equal(choice.DType == ScalarType.BFloat16, choice.Bf16Gflops >= ComputePolicy.Bf16Advantage * choice.F32Gflops);

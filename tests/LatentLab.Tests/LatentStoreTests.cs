@@ -1,3 +1,4 @@
+using LatentLab.IO;
 using LatentLab.Latents;
 using LatentLab.Teacher;
 using LatentLab.Text;
@@ -100,6 +101,59 @@ public sealed class LatentStoreTests : IDisposable
         Assert.Equal(["already complete"], stages);
         var diff = Assert.Throws<InvalidDataException>(() => LatentExtraction.Run(model, fmt.Tokenizer, fmt, problems, o with { K = 2 }, Dir("r")));
         Assert.Contains("k: 1 vs 2", diff.Message);
+    }
+
+    /// <summary>
+    /// A flipped bit in a shard (or in its rows of samples.jsonl) is caught when the store is opened, named with its
+    /// problem and row range, and running the extraction again redoes that file alone, back to the original bytes.
+    /// </summary>
+    [Fact]
+    public void DamagedShardIsNamedAndReExtractedAlone()
+    {
+        var (model, fmt) = RandomTeacher();
+        using var _ = model;
+        var problems = Problems(12);
+        var o = Reference() with { RowsPerFile = 4 };
+        var dir = Dir("d");
+        var m = LatentExtraction.Run(model, fmt.Tokenizer, fmt, problems, o, dir);
+        Assert.True(m.Checksummed);
+        Assert.Equal(Integrity.Intact, LatentStore.Open(dir).Integrity);
+        var names = m.Files.Select(f => Path.Combine(dir, f.Name)).ToArray();
+        var good = File.ReadAllBytes(names[1]);
+        var stamps = names.Select(File.GetLastWriteTimeUtc).ToArray();
+
+        DamageKit.FlipBit(names[1], -3);
+        var e = Assert.Throws<InvalidDataException>(() => LatentStore.Open(dir));
+        int firstRow = m.Files[0].Rows;
+        Assert.Contains($"latents-0000004-0000008.safetensors (problems 4–7, store rows {firstRow}–{firstRow + m.Files[1].Rows - 1}) is damaged", e.Message);
+
+        var notes = new List<string>();
+        LatentExtraction.Run(model, fmt.Tokenizer, fmt, problems, o, dir, p => { if (p.Note is not null) notes.Add(p.Note); });
+        Assert.Single(notes);
+        Assert.Contains("latents-0000004-0000008.safetensors", notes[0]);
+        Assert.Equal(good, File.ReadAllBytes(names[1]));
+        Assert.Equal(stamps[0], File.GetLastWriteTimeUtc(names[0]));
+        Assert.Equal(stamps[2], File.GetLastWriteTimeUtc(names[2]));
+        Assert.Empty(Directory.GetFiles(dir, "latents-*.jsonl"));
+        using (var back = LatentStore.Open(dir).Load(verifiedOnly: false))
+            Assert.Equal(12, back.Samples.Count + m.Skipped.Count);
+
+        // Damage to one file's rows in samples.jsonl points at that file too, and is repaired the same way.
+        var samples = Path.Combine(dir, LatentStore.SamplesFile);
+        var before = File.ReadAllBytes(samples);
+        int lastLine = Array.LastIndexOf(before, (byte)'\n', before.Length - 2) + 1;
+        DamageKit.FlipBit(samples, Array.FindIndex(before, lastLine, b => b is >= (byte)'2' and <= (byte)'9'));
+        Assert.Contains("latents-0000008-0000012.safetensors", Assert.Throws<InvalidDataException>(() => LatentStore.Open(dir)).Message);
+        LatentExtraction.Run(model, fmt.Tokenizer, fmt, problems, o, dir);
+        Assert.Equal(before, File.ReadAllBytes(samples));
+        Assert.Equal(stamps[0], File.GetLastWriteTimeUtc(names[0]));
+
+        // A store written before checksums opens as before, marked unverified.
+        var manifest = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(dir, LatentManifest.FileName)))!.AsObject();
+        manifest.Remove("self_checksum");
+        foreach (var f in manifest["files"]!.AsArray()) { f!.AsObject().Remove("checksum"); f.AsObject().Remove("samples_checksum"); }
+        File.WriteAllText(Path.Combine(dir, LatentManifest.FileName), manifest.ToJsonString());
+        Assert.Equal(Integrity.Unverified, LatentStore.Open(dir).Integrity);
     }
 
     [Fact]

@@ -10,7 +10,8 @@ namespace LatentLab.Tests;
 
 /// <summary>
 /// The resume guarantee, end to end: a training process killed for real (SIGKILL of the whole tree) and
-/// restarted with the same command ends with exactly the weights, optimiser state and EMA of an uninterrupted run.
+/// restarted with the same command, in place or from a copy of its folder at another path, ends with exactly the
+/// weights, optimiser state and EMA of an uninterrupted run.
 /// </summary>
 public sealed class TrainerResumeTests : IDisposable
 {
@@ -93,15 +94,22 @@ public sealed class TrainerResumeTests : IDisposable
         Assert.InRange(atKill!.Step, 10, 25);
         Assert.False(Directory.Exists(Path.Combine(ckpts, "step-000030")), "the killed run should not have finished");
 
+        // A copy of the killed run in another folder (as run folders get moved between machines) resumes there too.
+        string moved = Path.Combine(_dir, "elsewhere", "moved");
+        DamageKit.CopyTree(killed, moved);
+
         var resumedLog = RunToEnd(killed, Delay);
         Assert.Contains($"resumed from {atKill.Path} (step {atKill.Step})", resumedLog);
         Assert.Contains("done step 30", resumedLog);
+        var movedLog = RunToEnd(moved, "0");
+        Assert.Contains($"(step {atKill.Step})", movedLog);
 
         // Bit for bit: every final state file is byte-identical, and the weights compare to exactly zero difference.
         string final = Path.Combine("checkpoints", "step-000030");
         foreach (var file in new[] { RunCheckpoints.ModelFile, RunCheckpoints.OptimizerFile, RunCheckpoints.ExtraFile, RunCheckpoints.RngFile })
-            Assert.True(File.ReadAllBytes(Path.Combine(straight, final, file)).SequenceEqual(File.ReadAllBytes(Path.Combine(killed, final, file))),
-                $"{file} differs between the uninterrupted and the resumed run");
+            foreach (var resumed in new[] { killed, moved })
+                Assert.True(File.ReadAllBytes(Path.Combine(straight, final, file)).SequenceEqual(File.ReadAllBytes(Path.Combine(resumed, final, file))),
+                    $"{file} differs between the uninterrupted and the resumed run in {resumed}");
         TorchRuntime.Initialize();
         using (var a = SafetensorsCheckpoint.Open(Path.Combine(straight, final, RunCheckpoints.ModelFile)))
         using (var b = SafetensorsCheckpoint.Open(Path.Combine(killed, final, RunCheckpoints.ModelFile)))

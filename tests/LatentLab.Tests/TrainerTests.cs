@@ -290,6 +290,97 @@ public sealed class TrainerTests : IDisposable
         Assert.Contains("different config", e.Message);
     }
 
+    /// <summary>
+    /// A bit flipped in any file of the newest checkpoint (what bit rot or a bad copy does; sizes stay the same) is caught
+    /// on the next run, named in one warning, and the run falls back to the older checkpoint and retrains the difference
+    /// to the same bytes as the uninterrupted run.
+    /// </summary>
+    [Theory]
+    [InlineData(RunCheckpoints.ModelFile)]
+    [InlineData(RunCheckpoints.OptimizerFile)]
+    [InlineData(RunCheckpoints.RngFile)]
+    [InlineData(RunCheckpoints.StateFile)]
+    public void AFlippedBitInACheckpointIsNamedAndTheRunResumesFromAnOlderOne(string file)
+    {
+        var cfg = Config("straight") with { EvalEvery = 0 };
+        using (var task = new TinyTask()) new Trainer(cfg, log: new StringWriter()).Run(task);
+        var damaged = cfg with { OutDir = Path.Combine(_dir, "damaged") };
+        DamageKit.CopyTree(cfg.OutDir, damaged.OutDir);
+        var target = Path.Combine(damaged.OutDir, "checkpoints", "step-000006", file);
+        if (file == RunCheckpoints.StateFile) DamageKit.FlipDigitAfter(target, "\"seed\"");
+        else DamageKit.FlipBit(target, -3);
+
+        var log = new StringWriter();
+        TrainResult result;
+        using (var task = new TinyTask()) result = new Trainer(damaged, log: log).Run(task);
+        var warnings = log.ToString().Split('\n').Where(l => l.StartsWith("warning:", StringComparison.Ordinal)).ToList();
+        Assert.Single(warnings);
+        Assert.Contains("step-000006", warnings[0]);
+        Assert.Contains(file, warnings[0]);
+        Assert.Contains("damaged", warnings[0]);
+        Assert.Equal(4, result.ResumedFrom);
+        foreach (var f in new[] { RunCheckpoints.ModelFile, RunCheckpoints.OptimizerFile, RunCheckpoints.RngFile })
+            Assert.True(File.ReadAllBytes(Path.Combine(cfg.OutDir, "checkpoints", "step-000006", f))
+                .SequenceEqual(File.ReadAllBytes(Path.Combine(damaged.OutDir, "checkpoints", "step-000006", f))), $"{f} differs from the uninterrupted run");
+    }
+
+    [Fact]
+    public void NoCheckpointVerifyingIsAClearErrorAndOldCheckpointsStillLoad()
+    {
+        var cfg = Config("none", steps: 4) with { EvalEvery = 0 };
+        using var task = new TinyTask();
+        new Trainer(cfg, log: new StringWriter()).Run(task);
+        var ckpts = Path.Combine(cfg.OutDir, "checkpoints");
+
+        // Written before checksums: the state file had sizes only. It still resumes, and says it is unverified.
+        var old = Path.Combine(ckpts, "step-000004", RunCheckpoints.StateFile);
+        var json = JsonNode.Parse(File.ReadAllText(old))!.AsObject();
+        json.Remove("checksums");
+        json.Remove("self_checksum");
+        File.WriteAllText(old, json.ToJsonString());
+        var log = new StringWriter();
+        Assert.Equal(4, new Trainer(cfg, log: log).Run(task).ResumedFrom);
+        Assert.Contains(FileChecksum.Unverified, log.ToString());
+
+        DamageKit.FlipBit(Path.Combine(ckpts, "step-000002", RunCheckpoints.ModelFile), -3);
+        File.WriteAllText(old, File.ReadAllText(old).Replace("\"model.safetensors\":", "\"model.safetensorz\":"));
+        var e = Assert.Throws<InvalidDataException>(() => new Trainer(cfg, log: new StringWriter()).Run(task));
+        Assert.Contains("none of its 2 checkpoint(s) verifies", e.Message);
+        Assert.Contains(RunCheckpoints.ModelFile, e.Message);
+    }
+
+    /// <summary>
+    /// Run folders get copied between machines and renamed: a half-finished run copied to a new path resumes there
+    /// (the output path, also inside the caller's own options, is not part of what defines the run) and ends with
+    /// exactly the bytes of an uninterrupted run.
+    /// </summary>
+    [Fact]
+    public void AHalfFinishedRunCopiedToANewPathResumesToTheSameBytes()
+    {
+        JsonObject RunConfig(string outDir) => new() { ["task"] = "tiny", ["teacher"] = new JsonObject { ["out_dir"] = outDir, ["progress_bar"] = null } };
+        var cfg = Config("whole") with { EvalEvery = 0 };
+        using (var task = new TinyTask()) new Trainer(cfg, RunConfig(cfg.OutDir), new StringWriter()).Run(task);
+
+        var half = cfg with { OutDir = Path.Combine(_dir, "half") };
+        using (var task = new TinyTask())
+        using (var cancel = new CancellationTokenSource())
+        {
+            var stopping = new Trainable(task.Model, task.Loss, afterStep: step => { if (step == 3) cancel.Cancel(); });
+            Assert.ThrowsAny<OperationCanceledException>(() => new Trainer(half, RunConfig(half.OutDir), new StringWriter()).Run(stopping, cancel.Token));
+        }
+        Assert.Equal(4, RunCheckpoints.FindLatest(Path.Combine(half.OutDir, "checkpoints"))!.Step);
+
+        var moved = cfg with { OutDir = Path.Combine(_dir, "elsewhere", "moved") };
+        DamageKit.CopyTree(half.OutDir, moved.OutDir);
+        Directory.Delete(half.OutDir, true);
+        TrainResult result;
+        using (var task = new TinyTask()) result = new Trainer(moved, RunConfig(moved.OutDir), new StringWriter()).Run(task);
+        Assert.Equal(4, result.ResumedFrom);
+        foreach (var f in new[] { RunCheckpoints.ModelFile, RunCheckpoints.OptimizerFile, RunCheckpoints.RngFile })
+            Assert.True(File.ReadAllBytes(Path.Combine(cfg.OutDir, "checkpoints", "step-000006", f))
+                .SequenceEqual(File.ReadAllBytes(Path.Combine(moved.OutDir, "checkpoints", "step-000006", f))), $"{f} differs from the uninterrupted run");
+    }
+
     [Fact]
     public void NonFiniteLossAndBadConfigAreClearErrors()
     {

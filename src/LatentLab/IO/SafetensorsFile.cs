@@ -95,6 +95,44 @@ public sealed class SafetensorsFile : IDisposable
         }
     }
 
+    /// <summary>
+    /// Reads every tensor in file order, handing each to <paramref name="each"/> (it is disposed afterwards), and returns
+    /// the content checksum of the whole file (<see cref="FileChecksum"/>), hashed from the bytes as they land in each
+    /// tensor: verifying a file while loading it costs one in-cache pass instead of a second read of the file.
+    /// The checksum is known only at the end, so a caller must be ready to discard what it took from a damaged file.
+    /// </summary>
+    public string ReadAllHashed(Action<string, Tensor> each)
+    {
+        ObjectDisposedException.ThrowIf(_file.IsClosed, this);
+        ArgumentNullException.ThrowIfNull(each);
+        var hash = new System.IO.Hashing.XxHash3();
+        void Raw(long from, long to)
+        {
+            var buffer = new byte[Math.Min(to - from, 1 << 20)];
+            for (long at = from; at < to;)
+            {
+                int n = RandomAccess.Read(_file, buffer.AsSpan(0, (int)Math.Min(buffer.Length, to - at)), at);
+                if (n <= 0) throw new SafetensorsFormatException(Path, null, $"unexpected end of file at byte {at}");
+                hash.Append(buffer.AsSpan(0, n));
+                at += n;
+            }
+        }
+        long pos = 0;
+        foreach (var info in _byName.Values.OrderBy(i => i.Begin))
+        {
+            long begin = _dataStart + info.Begin;
+            if (begin > pos) Raw(pos, begin); // the header (and any bytes between tensors)
+            using var scope = NewDisposeScope();
+            var t = Read(info.Name);
+            TensorBytes.Hash(t, hash);
+            pos = Math.Max(pos, _dataStart + info.End);
+            each(info.Name, t);
+        }
+        long length = RandomAccess.GetLength(_file);
+        if (length > pos) Raw(pos, length);
+        return FileChecksum.Prefix + Convert.ToHexStringLower(BitConverter.GetBytes(hash.GetCurrentHashAsUInt64()));
+    }
+
     public void Dispose() => _file.Dispose();
 
     public override string ToString() => $"{Path} ({Names.Count} tensors)";

@@ -37,6 +37,20 @@ internal static class TensorBytes
         }
     }
 
+    /// <summary>Appends the bytes of a contiguous CPU tensor to <paramref name="hash"/>.</summary>
+    public static void Hash(Tensor source, System.IO.Hashing.NonCryptographicHashAlgorithm hash)
+    {
+        long count = source.NumberOfElements;
+        if (count == 0) return;
+        long perChunk = Math.Max(1, ChunkBytes / source.ElementSize);
+        using var flat = source.view(-1);
+        for (long start = 0; start < count; start += perChunk)
+        {
+            using var slice = flat.narrow(0, start, Math.Min(perChunk, count - start));
+            hash.Append(slice.bytes);
+        }
+    }
+
     /// <summary>Writes the bytes of a contiguous CPU tensor to the stream.</summary>
     public static void Write(Tensor source, Stream stream)
     {

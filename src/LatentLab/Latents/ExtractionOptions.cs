@@ -75,4 +75,4 @@ public sealed record ExtractionOptions
 public sealed record SkippedProblem(int Index, string Reason);
 
 /// <summary>Progress of an extraction: problems done of the total this job owns.</summary>
-public sealed record ExtractionProgress(int Done, int Total, int Verified, int Skipped, string Stage);
+public sealed record ExtractionProgress(int Done, int Total, int Verified, int Skipped, string Stage, string? Note = null);

@@ -59,7 +59,9 @@ public static class LatentExtraction
     /// Writes (or resumes) a latent store in <paramref name="outDir"/> for this job's shard of
     /// <paramref name="problems"/> (<see cref="ExtractionOptions.Shard"/>; sample indices are positions in the whole
     /// list). Files of <see cref="ExtractionOptions.RowsPerFile"/> problems are written atomically; files already
-    /// complete are kept, the rest redone. A folder made with other settings is refused.
+    /// complete and intact are kept, the rest redone: so a finished store in which a file has been damaged since is
+    /// repaired by redoing only that file (reported through <paramref name="progress"/> as stage "damaged").
+    /// A folder made with other settings is refused.
     /// </summary>
     public static LatentManifest Run(DecoderLM model, ITokenizer tok, TraceFormat fmt, IReadOnlyList<TaskProblem> problems,
         ExtractionOptions o, string outDir, Action<ExtractionProgress>? progress = null, CancellationToken cancel = default)
@@ -72,6 +74,7 @@ public static class LatentExtraction
         var shardName = o.Shard.ToString();
         Directory.CreateDirectory(outDir);
 
+        var known = new Dictionary<(int, int), StoreFile>();
         if (File.Exists(Path.Combine(outDir, LatentManifest.FileName)))
         {
             var existing = LatentManifest.Read(outDir);
@@ -81,12 +84,20 @@ public static class LatentExtraction
                 throw new InvalidDataException($"{outDir} holds shard(s) {string.Join(", ", existing.Shards)}, not {shardName}; write to a new folder");
             if (existing.Complete)
             {
-                progress?.Invoke(new ExtractionProgress(existing.Rows + existing.Skipped.Count, existing.Rows + existing.Skipped.Count,
-                    existing.Verified, existing.Skipped.Count, "already complete"));
-                return existing;
+                if (LatentStore.Check(outDir).Count == 0)
+                {
+                    progress?.Invoke(new ExtractionProgress(existing.Rows + existing.Skipped.Count, existing.Rows + existing.Skipped.Count,
+                        existing.Verified, existing.Skipped.Count, "already complete"));
+                    return existing;
+                }
+                foreach (var damaged in LatentStore.Reopen(outDir, existing))
+                    progress?.Invoke(new ExtractionProgress(0, 0, 0, 0, "damaged", $"{damaged}; extracting it again"));
+                existing = LatentManifest.Read(outDir);
             }
+            foreach (var f in existing.Files) known[(f.Start, f.End)] = f;
         }
-        new LatentManifest { Settings = settings, Shards = [shardName] }.Write(outDir);
+        // Keeps the checksums of files already written, so a resume can tell an intact one from a damaged one.
+        new LatentManifest { Settings = settings, Shards = [shardName], Files = known.Values.OrderBy(f => f.Start).ToList() }.Write(outDir);
 
         var (start, end) = o.Shard.Range(problems.Count);
         int total = end - start, done = 0, verified = 0, skippedCount = 0;
@@ -96,7 +107,9 @@ public static class LatentExtraction
         {
             cancel.ThrowIfCancellationRequested();
             int b = Math.Min(end, a + o.RowsPerFile);
-            var file = LatentStore.TryReadFile(outDir, a, b, settings);
+            var file = LatentStore.TryReadFile(outDir, a, b, settings, known.GetValueOrDefault((a, b)), out var damage);
+            if (damage is not null)
+                progress?.Invoke(new ExtractionProgress(done, total, verified, skippedCount, "damaged", $"{damage}; extracting it again"));
             if (file is null)
             {
                 var chunk = problems.Skip(a).Take(b - a).ToList();
@@ -110,6 +123,8 @@ public static class LatentExtraction
                 using (pre)
                 using (post)
                     file = LatentStore.WriteFile(outDir, a, b, samples, skipped, pre, post);
+                known[(a, b)] = file.File;
+                new LatentManifest { Settings = settings, Shards = [shardName], Files = known.Values.OrderBy(f => f.Start).ToList() }.Write(outDir);
             }
             chunks.Add(file);
             done += b - a;
@@ -144,7 +159,7 @@ public static class LatentExtraction
         if (o.Compute is null || !ComputePolicy.IsAuto(o.Compute)) return o;
         if (outDir is not null && File.Exists(Path.Combine(outDir, LatentManifest.FileName)))
             return o with { Compute = LatentManifest.Read(outDir).Settings.Compute };
-        return o with { Compute = ComputePolicy.Resolve(o.Compute, model.Device, ComputePolicy.Widths(model.Config)).Name };
+        return o with { Compute = ComputePolicy.Resolve(o.Compute, model.Device, ComputePolicy.Shapes(model.Config)).Name };
     }
 
     /// <summary>Sets the model's activation dtype for the extraction and puts the old one back afterwards.</summary>

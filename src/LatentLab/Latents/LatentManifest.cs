@@ -90,8 +90,19 @@ public sealed record StoreSettings
     }
 }
 
-/// <summary>One safetensors file of a store: the problems [Start, End) it covers and the rows it holds.</summary>
-public sealed record StoreFile(string Name, int Start, int End, int Rows);
+/// <summary>
+/// One safetensors file of a store: the problems [Start, End) it covers and the rows it holds, with the content checksum
+/// of the file and of its rows' lines in samples.jsonl (<see cref="IO.FileChecksum"/>; null in stores written before checksums).
+/// </summary>
+public sealed record StoreFile(string Name, int Start, int End, int Rows)
+{
+    public string? Checksum { get; init; }
+    public string? SamplesChecksum { get; init; }
+
+    /// <summary>"latents-….safetensors (problems 4–7, store rows 3–6)": what a person needs to find the damage.</summary>
+    public string Describe(int firstRow) =>
+        $"{Name} (problems {Start}–{End - 1}, {(Rows == 0 ? "no rows" : $"store rows {firstRow}–{firstRow + Rows - 1}")})";
+}
 
 /// <summary>manifest.json of a latent store.</summary>
 public sealed record LatentManifest
@@ -109,21 +120,38 @@ public sealed record LatentManifest
     public List<SkippedProblem> Skipped { get; init; } = new();
     public bool Complete { get; init; }
     public double Seconds { get; init; }
+    /// <summary>The manifest's checksum over its own text (<see cref="IO.FileChecksum.Seal"/>), so damage to settings or file list is caught.</summary>
+    public string? SelfChecksum { get; init; }
+
+    /// <summary>False for a store written before checksums: it opens, but nothing vouches for its content.</summary>
+    [JsonIgnore] public bool Checksummed => Files.Count > 0 && Files.All(f => f.Checksum is not null && f.SamplesChecksum is not null);
 
     public static LatentManifest Read(string dir)
     {
         var path = Path.Combine(dir, FileName);
         if (!File.Exists(path)) throw new FileNotFoundException($"{dir}: not a latent store (no {FileName})", path);
+        var text = File.ReadAllText(path);
         LatentManifest? m;
-        try { m = JsonSerializer.Deserialize<LatentManifest>(File.ReadAllText(path), LatentJson.Options); }
+        try { m = JsonSerializer.Deserialize<LatentManifest>(text, LatentJson.Options); }
         catch (JsonException e) { throw new InvalidDataException($"{path}: not a valid latent store manifest ({e.Message})", e); }
         if (m is null) throw new InvalidDataException($"{path}: empty manifest");
         if (m.Format != FormatName) throw new InvalidDataException($"{path}: format '{m.Format}', expected '{FormatName}'");
+        var seal = IO.FileChecksum.CheckSeal(text, path, out var why);
+        // A manifest that lists checksums but has no seal cannot be an old one: the seal's key was damaged.
+        if (seal == IO.Integrity.Unverified && m.Files.Any(f => f.Checksum is not null))
+        {
+            seal = IO.Integrity.Damaged;
+            why = $"{path} is damaged: it lists checksums but has no {IO.FileChecksum.SealKey}";
+        }
+        if (seal == IO.Integrity.Damaged)
+            throw new InvalidDataException($"{why}; the shards may be intact, but what they hold is no longer known for sure: " +
+                "restore the folder from a copy, or extract into a new folder");
         return m;
     }
 
     public void Write(string dir) =>
-        IO.AtomicFile.WriteAllText(Path.Combine(dir, FileName), JsonSerializer.Serialize(this, LatentJson.Options) + "\n");
+        IO.AtomicFile.WriteAllText(Path.Combine(dir, FileName),
+            IO.FileChecksum.Seal(JsonSerializer.Serialize(this with { SelfChecksum = IO.FileChecksum.Placeholder }, LatentJson.Options) + "\n"));
 }
 
 /// <summary>JSON settings shared by manifests and samples.jsonl (snake_case, enums as names).</summary>

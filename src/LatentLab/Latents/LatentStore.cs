@@ -14,7 +14,9 @@ namespace LatentLab.Latents;
 /// its problem and intermediates) and safetensors files <c>latents-START-END.safetensors</c>, each holding
 /// <c>pre</c> [n, D], <c>post</c> [n, K, D] (stored dtype) and <c>index</c> [n] (sample index) for the problems
 /// [START, END). Rows of every tensor follow the order of samples.jsonl. Opening a store checks it whole
-/// (row counts, indices, the leak rule) and, when a model or tokenizer is given, that it is the one that made it.
+/// (each file's content checksum and that of its rows in samples.jsonl, row counts, indices, the leak rule) and, when a
+/// model or tokenizer is given, that it is the one that made it. A damaged file is named with its problem and row range;
+/// running the extraction again redoes only that file.
 /// </summary>
 public sealed class LatentStore
 {
@@ -39,6 +41,8 @@ public sealed class LatentStore
     /// <summary>All rows, verified or not.</summary>
     public int Count => _samples.Count;
     public int VerifiedCount => _samples.Count(s => s.Verified);
+    /// <summary><see cref="Integrity.Intact"/> when every file was checked against its checksum on open, <see cref="Integrity.Unverified"/> for a store written before checksums.</summary>
+    public Integrity Integrity => Manifest.Checksummed ? Integrity.Intact : Integrity.Unverified;
 
     /// <summary>
     /// Opens a complete store. With <paramref name="model"/>: its hidden size, config hash and weights must be those
@@ -52,9 +56,19 @@ public sealed class LatentStore
         if (!m.Complete)
             throw new InvalidDataException($"{dir}: the extraction that writes this store has not finished (run it again with the same options to resume)");
         var samplesPath = Path.Combine(dir, SamplesFile);
-        var samples = Jsonl.ReadAll<TraceSample>(samplesPath, LatentJson.Line);
-        if (samples.Count != m.Rows)
-            throw new InvalidDataException($"{samplesPath}: {samples.Count} rows, the manifest says {m.Rows}");
+        var lines = SampleLines(dir);
+        if (lines.Count != m.Rows)
+            throw new InvalidDataException($"{samplesPath}: {lines.Count} rows, the manifest says {m.Rows}");
+        foreach (var (file, first, problem) in Damaged(dir, m, lines))
+            if (problem is not null)
+                throw new InvalidDataException($"{dir}: {file.Describe(first)} is damaged ({problem}); " +
+                    "run the same extraction command again to re-extract only that file");
+        var samples = new List<TraceSample>(lines.Count);
+        for (int i = 0; i < lines.Count; i++)
+        {
+            try { samples.Add(JsonSerializer.Deserialize<TraceSample>(lines[i], LatentJson.Line) ?? throw new JsonException("null row")); }
+            catch (JsonException e) { throw new InvalidDataException($"{samplesPath}:{i + 1}: not a valid sample ({e.Message})", e); }
+        }
         foreach (var s in samples) LeakRule.Check(s, m.Settings.K);
 
         int row = 0;
@@ -129,6 +143,86 @@ public sealed class LatentStore
         return all.contiguous().MoveToOuterDisposeScope();
     }
 
+    // ---- integrity ----
+
+    /// <summary>The lines of samples.jsonl as written (without their newlines), for checksums over the exact text.</summary>
+    static List<string> SampleLines(string dir)
+    {
+        var path = Path.Combine(dir, SamplesFile);
+        if (!File.Exists(path)) throw new FileNotFoundException($"{dir}: {SamplesFile} is missing", path);
+        var lines = File.ReadAllText(path).Split('\n').ToList();
+        if (lines.Count > 0 && lines[^1].Length == 0) lines.RemoveAt(lines.Count - 1);
+        return lines;
+    }
+
+    /// <summary>The checksum of a run of sample lines, as <see cref="WriteFile"/> and <see cref="Finish"/> write them.</summary>
+    static string LinesChecksum(IEnumerable<string> lines)
+    {
+        var sb = new StringBuilder();
+        foreach (var l in lines) sb.Append(l).Append('\n');
+        return FileChecksum.Of(Encoding.UTF8.GetBytes(sb.ToString()));
+    }
+
+    /// <summary>
+    /// Every file of a complete store with its first row and, where damaged, what is wrong (null when intact or when
+    /// the store predates checksums): the safetensors file's content checksum, then its rows' lines in samples.jsonl.
+    /// </summary>
+    internal static IEnumerable<(StoreFile File, int FirstRow, string? Problem)> Damaged(string dir, LatentManifest m, IReadOnlyList<string> lines)
+    {
+        int row = 0;
+        foreach (var f in m.Files)
+        {
+            string? problem = null;
+            if (f.Checksum is { } sum) problem = FileChecksum.Check(Path.Combine(dir, f.Name), sum);
+            if (problem is null && f.SamplesChecksum is { } rowsSum)
+            {
+                bool inRange = row + f.Rows <= lines.Count;
+                if (!inRange || LinesChecksum(lines.Skip(row).Take(f.Rows)) != rowsSum)
+                    problem = $"{Path.Combine(dir, SamplesFile)} is damaged: its lines for these rows do not match their checksum";
+            }
+            yield return (f, row, problem);
+            row += f.Rows;
+        }
+    }
+
+    /// <summary>
+    /// The damaged files of the complete store in <paramref name="dir"/>, each with a sentence naming it and its rows;
+    /// empty when all are intact or the store predates checksums. For callers that repair rather than refuse.
+    /// </summary>
+    public static IReadOnlyList<string> Check(string dir)
+    {
+        var m = LatentManifest.Read(dir);
+        var lines = SampleLines(dir);
+        return Damaged(dir, m, lines).Where(d => d.Problem is not null).Select(d => $"{d.File.Describe(d.FirstRow)}: {d.Problem}").ToList();
+    }
+
+    /// <summary>
+    /// Turns a complete store with damaged files back into a resumable one: each intact file gets its rows back as a
+    /// side file (the exact lines of samples.jsonl, so its checksum still holds), each damaged file is removed, and
+    /// the manifest is left saying incomplete but keeping the intact files' checksums. The extraction then redoes only
+    /// the removed files. Returns the sentences naming what was damaged.
+    /// </summary>
+    internal static IReadOnlyList<string> Reopen(string dir, LatentManifest m)
+    {
+        var lines = SampleLines(dir);
+        var files = Damaged(dir, m, lines).ToList();
+        var damaged = new List<string>();
+        foreach (var (f, first, problem) in files)
+        {
+            var stem = Path.Combine(dir, Path.GetFileNameWithoutExtension(f.Name));
+            if (problem is null)
+                AtomicFile.WriteAllText(stem + ".jsonl", string.Concat(lines.Skip(first).Take(f.Rows).Select(l => l + "\n")));
+            else
+            {
+                damaged.Add($"{f.Describe(first)}: {problem}");
+                File.Delete(stem + ".safetensors");
+                if (File.Exists(stem + ".jsonl")) File.Delete(stem + ".jsonl");
+            }
+        }
+        (m with { Complete = false, Files = files.Where(d => d.Problem is null).Select(d => d.File).ToList() }).Write(dir);
+        return damaged;
+    }
+
     // ---- writing (used by LatentExtraction.Run and Merge) ----
 
     internal sealed record Chunk(StoreFile File, IReadOnlyList<TraceSample> Samples, IReadOnlyList<SkippedProblem> Skipped);
@@ -142,25 +236,39 @@ public sealed class LatentStore
         var stem = Stem(start, end);
         var sb = new StringBuilder();
         foreach (var s in samples) sb.Append(JsonSerializer.Serialize(s, LatentJson.Line)).Append('\n');
-        AtomicFile.WriteAllText(Path.Combine(dir, stem + ".jsonl"), sb.ToString());
+        var rowsText = sb.ToString();
+        AtomicFile.WriteAllText(Path.Combine(dir, stem + ".jsonl"), rowsText);
         using var index = tensor(samples.Select(s => (long)s.Index).ToArray(), dtype: ScalarType.Int64);
         var meta = new Dictionary<string, string>
         {
             ["start"] = start.ToString(), ["end"] = end.ToString(), ["rows"] = samples.Count.ToString(),
             ["skipped"] = JsonSerializer.Serialize(skipped, LatentJson.Line),
         };
-        SafetensorsWriter.Write(Path.Combine(dir, stem + ".safetensors"),
-            new Dictionary<string, Tensor> { ["pre"] = pre, ["post"] = post, ["index"] = index }, meta);
-        return new Chunk(new StoreFile(stem + ".safetensors", start, end, samples.Count), samples, skipped);
+        var path = Path.Combine(dir, stem + ".safetensors");
+        SafetensorsWriter.Write(path, new Dictionary<string, Tensor> { ["pre"] = pre, ["post"] = post, ["index"] = index }, meta);
+        var file = new StoreFile(stem + ".safetensors", start, end, samples.Count)
+        {
+            Checksum = FileChecksum.OfFile(path),
+            SamplesChecksum = FileChecksum.Of(Encoding.UTF8.GetBytes(rowsText)),
+        };
+        return new Chunk(file, samples, skipped);
     }
 
-    /// <summary>A file left by an earlier run of the same job, if it is complete and consistent; null means redo it.</summary>
-    internal static Chunk? TryReadFile(string dir, int start, int end, StoreSettings settings)
+    /// <summary>
+    /// A file left by an earlier run of the same job, if it is complete and consistent (and, where <paramref name="known"/>
+    /// holds its checksums, intact); null means redo it, with <paramref name="damage"/> saying why when it was damaged.
+    /// </summary>
+    internal static Chunk? TryReadFile(string dir, int start, int end, StoreSettings settings, StoreFile? known, out string? damage)
     {
+        damage = null;
         var stem = Stem(start, end);
         var tensors = Path.Combine(dir, stem + ".safetensors");
         var rows = Path.Combine(dir, stem + ".jsonl");
         if (!File.Exists(tensors) || !File.Exists(rows)) return null;
+        var rowsText = File.ReadAllText(rows);
+        var rowsSum = FileChecksum.Of(Encoding.UTF8.GetBytes(rowsText));
+        if (known?.Checksum is { } sum && FileChecksum.Check(tensors, sum) is { } bad) { damage = bad; return null; }
+        if (known?.SamplesChecksum is { } want && want != rowsSum) { damage = $"{rows} is damaged: its text does not match its checksum"; return null; }
         try
         {
             using var st = SafetensorsFile.Open(tensors);
@@ -171,7 +279,12 @@ public sealed class LatentStore
             using var index = st.Read("index");
             if (!samples.Select(s => (long)s.Index).SequenceEqual(index.data<long>().ToArray())) return null;
             var skipped = JsonSerializer.Deserialize<List<SkippedProblem>>(st.Metadata["skipped"], LatentJson.Line) ?? new();
-            return new Chunk(new StoreFile(stem + ".safetensors", start, end, n), samples, skipped);
+            var file = new StoreFile(stem + ".safetensors", start, end, n)
+            {
+                Checksum = known?.Checksum ?? FileChecksum.OfFile(tensors),
+                SamplesChecksum = rowsSum,
+            };
+            return new Chunk(file, samples, skipped);
         }
         catch (Exception e) when (e is InvalidDataException or SafetensorsFormatException or JsonException or KeyNotFoundException or FormatException or IOException)
         {
@@ -199,13 +312,24 @@ public sealed class LatentStore
     {
         var ordered = chunks.OrderBy(c => c.File.Start).ToList();
         var sb = new StringBuilder();
-        foreach (var s in ordered.SelectMany(c => c.Samples)) sb.Append(JsonSerializer.Serialize(s, LatentJson.Line)).Append('\n');
+        var files = new List<StoreFile>();
+        foreach (var c in ordered)
+        {
+            var lines = c.Samples.Select(s => JsonSerializer.Serialize(s, LatentJson.Line)).ToList();
+            foreach (var l in lines) sb.Append(l).Append('\n');
+            // Taken from the lines written here, so a merge of stores from an older version still gets matching checksums.
+            files.Add(c.File with
+            {
+                Checksum = c.File.Checksum ?? FileChecksum.OfFile(Path.Combine(dir, c.File.Name)),
+                SamplesChecksum = LinesChecksum(lines),
+            });
+        }
         AtomicFile.WriteAllText(Path.Combine(dir, SamplesFile), sb.ToString());
         var manifest = new LatentManifest
         {
             Settings = settings,
             Shards = shards,
-            Files = ordered.Select(c => c.File).ToList(),
+            Files = files,
             Rows = ordered.Sum(c => c.Samples.Count),
             Verified = ordered.Sum(c => c.Samples.Count(s => s.Verified)),
             Skipped = ordered.SelectMany(c => c.Skipped).OrderBy(s => s.Index).ToList(),

@@ -6,17 +6,25 @@ namespace LatentLab.Models;
 
 /// <summary>
 /// Hugging Face model folders: config.json + model.safetensors (or shards + index) + tokenizer files.
-/// What LatentLab writes here, transformers reads, and the other way round.
+/// What LatentLab writes here, transformers reads, and the other way round. LatentLab adds checksums.json
+/// (<see cref="ChecksumManifest"/>), checked on every load, so a damaged export fails loudly instead of loading wrong weights.
 /// </summary>
 public static class Checkpoints
 {
     static readonly string[] TokenizerFiles =
         { "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json", "chat_template.jinja" };
 
-    /// <summary>Loads a model folder into a new <see cref="DecoderLM"/> in <paramref name="dtype"/> (default float32).</summary>
+    /// <summary>
+    /// Loads a model folder into a new <see cref="DecoderLM"/> in <paramref name="dtype"/> (default float32). A folder
+    /// whose checksums.json names a damaged file is an error; one without (Hugging Face downloads, older exports) loads unverified.
+    /// </summary>
     public static DecoderLM Load(string directory, ScalarType dtype = ScalarType.Float32, Device? device = null)
     {
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"model folder not found: {directory}");
+        var integrity = ChecksumManifest.Verify(directory);
+        if (integrity.State == Integrity.Damaged)
+            throw new InvalidDataException($"{directory}: {integrity.Problem}; export the model again (re-running the command that wrote it does) " +
+                $"or restore the folder from a copy (a file changed on purpose: delete {ChecksumManifest.FileName} to load the folder unverified)");
         var config = TransformerConfig.FromHuggingFace(directory);
         using var weights = SafetensorsCheckpoint.Open(directory);
         var model = new DecoderLM(config);
@@ -92,5 +100,12 @@ public static class Checkpoints
                 var src = Path.Combine(tokenizerSource, f);
                 if (File.Exists(src)) File.Copy(src, Path.Combine(directory, f), overwrite: true);
             }
+        Seal(directory);
     }
+
+    /// <summary>
+    /// Writes checksums.json over every file now in the folder; call it again after adding files to a saved folder
+    /// (a tokenizer saved beside the weights), or they stay unchecked.
+    /// </summary>
+    public static void Seal(string directory) => ChecksumManifest.Write(directory);
 }

@@ -117,6 +117,7 @@ public static class TeacherTraining
         {
             Checkpoints.Save(model, dir);
             ((Text.CharTokenizer)fmt.Tokenizer).Save(dir);
+            Checkpoints.Seal(dir);
         }, modelDir, log);
         double trainSeconds = result.Seconds;
 

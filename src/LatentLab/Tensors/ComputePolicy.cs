@@ -77,20 +77,20 @@ public static class ComputePolicy
         return new ComputeChoice("auto", bf16 ? ScalarType.BFloat16 : ScalarType.Float32, b, f, why);
     }
 
-    /// <summary>Resolves <paramref name="requested"/> on <paramref name="device"/>, probing at <paramref name="widths"/> when auto on a CPU.</summary>
-    public static ComputeChoice Resolve(string requested, Device device, IReadOnlyList<int> widths)
+    /// <summary>Resolves <paramref name="requested"/> on <paramref name="device"/>, probing at <paramref name="shapes"/> when auto on a CPU.</summary>
+    public static ComputeChoice Resolve(string requested, Device device, IReadOnlyList<(int In, int Out)> shapes)
     {
         Validate(requested);
         if (!IsAuto(requested)) return Decide(requested, false, false, null, null);
         if (device.type == TorchSharp.DeviceType.CUDA)
             return Decide(requested, true, CudaSupportsBf16(device), null, null);
-        var (b, f) = Probe(device, widths);
+        var (b, f) = Probe(device, shapes);
         return Decide(requested, false, false, b, f);
     }
 
-    /// <summary>Widths that matter for a decoder's matmuls: the residual width, the attention width and the MLP width.</summary>
-    public static IReadOnlyList<int> Widths(Models.TransformerConfig c) =>
-        new[] { c.HiddenSize, c.NumHeads * c.HeadDim, c.IntermediateSize }.Distinct().ToArray();
+    /// <summary>The (in, out) widths of a decoder's matmuls: residual → MLP, and residual → attention.</summary>
+    public static IReadOnlyList<(int In, int Out)> Shapes(Models.TransformerConfig c) =>
+        new[] { (c.HiddenSize, c.IntermediateSize), (c.HiddenSize, c.NumHeads * c.HeadDim) }.Distinct().ToArray();
 
     /// <summary>Key of the choice in a Trainer's config.json (under <c>run</c>) and in a study's (at the top, beside the options).</summary>
     public const string RecordKey = "compute", StudyRecordKey = "compute_choice";
@@ -114,8 +114,8 @@ public static class ComputePolicy
     }
 
     /// <summary><see cref="Recorded"/> if the run folder has a choice for this request, else <see cref="Resolve"/>.</summary>
-    public static ComputeChoice ForRun(string requested, Device device, IReadOnlyList<int> widths, string configPath) =>
-        Recorded(configPath, requested) ?? Resolve(requested, device, widths);
+    public static ComputeChoice ForRun(string requested, Device device, IReadOnlyList<(int In, int Out)> shapes, string configPath) =>
+        Recorded(configPath, requested) ?? Resolve(requested, device, shapes);
 
     /// <summary>
     /// Resolves <paramref name="requested"/> for <paramref name="model"/> (its widths, its device; the choice recorded in
@@ -124,25 +124,25 @@ public static class ComputePolicy
     /// </summary>
     public static ComputeChoice Apply(string requested, Models.DecoderLM model, string? runConfigPath, TextWriter? log)
     {
-        var widths = Widths(model.Config);
-        var choice = runConfigPath is null ? Resolve(requested, model.Device, widths) : ForRun(requested, model.Device, widths, runConfigPath);
+        var shapes = Shapes(model.Config);
+        var choice = runConfigPath is null ? Resolve(requested, model.Device, shapes) : ForRun(requested, model.Device, shapes, runConfigPath);
         model.ComputeDType = choice.DType;
         log?.WriteLine(choice.Describe());
         return choice;
     }
 
     /// <summary>
-    /// Median GFLOP/s of the matmuls a linear layer runs at these widths (at least 512 rows × w → 4w, the weight
+    /// Median GFLOP/s of the matmuls a linear layer runs at these (in, out) widths (at least 512 rows, the weight
     /// cast included as DecoderLM does it), in bf16 and f32. A few milliseconds where bf16 is native; where it
-    /// is emulated the bf16 side stops as soon as it is clearly slower.
+    /// is emulated (ONEDNN_MAX_CPU_ISA=AVX2 reproduces that on a bf16-capable CPU) one sample settles it.
     /// </summary>
-    public static (double Bf16, double F32) Probe(Device device, IReadOnlyList<int> widths, int rows = 512, int repeats = 5)
+    public static (double Bf16, double F32) Probe(Device device, IReadOnlyList<(int In, int Out)> widths, int rows = 512, int repeats = 7)
     {
         TorchRuntime.Initialize();
-        if (widths.Count == 0) throw new ArgumentException("compute probe needs at least one width");
+        if (widths.Count == 0 || widths.Any(w => w.In < 1 || w.Out < 1)) throw new ArgumentException("compute probe needs positive (in, out) widths");
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var shapes = widths.Select(w => (In: (long)w, Out: 4L * w)).ToList();
+        var shapes = widths.Select(w => (In: (long)w.In, Out: (long)w.Out)).ToList();
         // Constant operands: the rate does not depend on the values, and the probe must not draw from the global RNG
         // (a run that probes would otherwise initialise differently from one given an explicit dtype).
         // At small widths a 512-row matmul takes microseconds and timer noise would decide; give each at least ~20
@@ -165,23 +165,19 @@ public static class ComputePolicy
             return sw.Elapsed.TotalSeconds;
         }
 
-        double Median(ScalarType dt, double? giveUpAfter)
+        // Interleaved samples, so that a burst of load from another process hits both dtypes alike; the median of each.
+        Once(ScalarType.Float32);
+        Once(ScalarType.BFloat16);
+        var t32 = new List<double>();
+        var t16 = new List<double>();
+        for (int r = 0; r < repeats; r++)
         {
-            Once(dt); // warm-up: thread pool, packing buffers
-            var times = new List<double>();
-            for (int r = 0; r < repeats; r++)
-            {
-                times.Add(Once(dt));
-                if (giveUpAfter is { } g && times[^1] > g) break; // clearly slower: one slow sample settles it
-            }
-            times.Sort();
-            return flops / times[times.Count / 2] / 1e9;
+            t32.Add(Once(ScalarType.Float32));
+            t16.Add(Once(ScalarType.BFloat16));
+            if (t16[^1] > 10 * t32.Min()) break; // emulated bf16 (~90× slower): one sample settles it, the rest would take seconds
         }
-
-        double f32 = Median(ScalarType.Float32, null);
-        double f32Seconds = flops / (f32 * 1e9);
-        double bf16 = Median(ScalarType.BFloat16, 4 * f32Seconds);
-        return (bf16, f32);
+        static double Median(List<double> t) { t.Sort(); return t[t.Count / 2]; }
+        return (flops / Median(t16) / 1e9, flops / Median(t32) / 1e9);
     }
 
     static bool CudaSupportsBf16(Device device)

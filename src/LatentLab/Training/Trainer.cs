@@ -69,13 +69,17 @@ public sealed class Trainer
         using var optimizer = BuildOptimizer(named, out var order);
 
         var config = ResolvedConfig();
-        var resume = RunCheckpoints.FindLatest(CheckpointsDir);
+        // Warnings go out before any progress display starts, so plain lines are safe on the console too.
+        var resume = RunCheckpoints.FindLatest(CheckpointsDir, warning => { _log.WriteLine($"warning: {warning}"); _log.Flush(); },
+            ckpt =>
+            {
+                CheckSameConfig(config);
+                return Restore(ckpt, model, optimizer, order);
+            });
         long start = 0, tokens = 0;
         double lastLoss = double.NaN;
         if (resume is not null)
         {
-            CheckSameConfig(config);
-            Restore(resume, model, optimizer, order);
             start = resume.Step;
             tokens = resume.State.Tokens;
             lastLoss = resume.State.Loss;
@@ -139,7 +143,11 @@ public sealed class Trainer
         return new JsonObject { ["trainer"] = trainer, ["run"] = _runConfig?.DeepClone() };
     }
 
-    /// <summary>Resuming under a different config would silently mix two runs; only where output goes and how it is shown may differ.</summary>
+    /// <summary>
+    /// Resuming under a different config would silently mix two runs; only where output goes and how it is shown may
+    /// differ. Those are the keys <c>out_dir</c> and <c>progress_bar</c> at any depth (the trainer's own and those of
+    /// the caller's run section, e.g. a teacher's options), so a run folder copied or renamed resumes where it left off.
+    /// </summary>
     void CheckSameConfig(JsonObject now)
     {
         var path = Path.Combine(RunDir, "config.json");
@@ -150,64 +158,107 @@ public sealed class Trainer
         static JsonNode? Comparable(JsonNode? n)
         {
             var c = n?.DeepClone();
-            if (c?["trainer"] is JsonObject t) { t.Remove("out_dir"); t.Remove("progress_bar"); }
+            Strip(c);
             return c;
+        }
+        static void Strip(JsonNode? n)
+        {
+            if (n is JsonObject o)
+            {
+                o.Remove("out_dir");
+                o.Remove("progress_bar");
+                foreach (var (_, v) in o) Strip(v);
+            }
+            else if (n is JsonArray a)
+                foreach (var v in a) Strip(v);
         }
         if (!JsonNode.DeepEquals(Comparable(before), Comparable(now)))
             throw new InvalidOperationException($"{RunDir} holds checkpoints of a run with a different config ({path}); " +
                 "resume with the same settings, or choose a new OutDir");
     }
 
-    void Restore(CheckpointInfo ckpt, ITrainable model, AdamW optimizer, List<(string Name, Parameter Parameter)> order)
+    /// <summary>
+    /// Loads a checkpoint into the model, the optimiser and the RNG, checking each file's checksum from the bytes as they
+    /// are read. Returns null, or what is damaged: the caller then restores an older checkpoint over whatever this one
+    /// already copied in, so damaged values never survive. A checkpoint that does not fit the model is an error, not damage.
+    /// </summary>
+    static string? Restore(CheckpointInfo ckpt, ITrainable model, AdamW optimizer, List<(string Name, Parameter Parameter)> order)
     {
         using var _ = no_grad();
-        LoadInto(Path.Combine(ckpt.Path, RunCheckpoints.ModelFile), model.Module.named_parameters().Select(p => (p.name, (Tensor)p.parameter)));
-        var extra = model.ExtraState().ToList();
-        if (extra.Count > 0) LoadInto(Path.Combine(ckpt.Path, RunCheckpoints.ExtraFile), extra);
+        var weights = model.Module.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter, StringComparer.Ordinal);
+        if (Load(ckpt, RunCheckpoints.ModelFile, weights, null) is { } bad) return bad;
+        var extra = model.ExtraState().ToDictionary(p => p.Name, p => p.Tensor, StringComparer.Ordinal);
+        if (extra.Count > 0 && Load(ckpt, RunCheckpoints.ExtraFile, extra, null) is { } badExtra) return badExtra;
 
         var states = optimizer.state_dict().State;
-        var optFile = Path.Combine(ckpt.Path, RunCheckpoints.OptimizerFile);
-        using (var f = SafetensorsCheckpoint.Open(optFile))
-            for (int i = 0; i < order.Count; i++)
+        var moments = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var steps = new Dictionary<string, AdamW.State>(StringComparer.Ordinal);
+        for (int i = 0; i < order.Count; i++)
+        {
+            var s = (AdamW.State)states[i];
+            moments["exp_avg." + order[i].Name] = s.exp_avg;
+            moments["exp_avg_sq." + order[i].Name] = s.exp_avg_sq;
+            steps["step." + order[i].Name] = s;
+        }
+        if (Load(ckpt, RunCheckpoints.OptimizerFile, moments, (name, t) =>
             {
-                var s = (AdamW.State)states[i];
-                var name = order[i].Name;
-                using var scope = NewDisposeScope();
-                Copy(f, "exp_avg." + name, s.exp_avg, optFile);
-                Copy(f, "exp_avg_sq." + name, s.exp_avg_sq, optFile);
-                s.step = Need(f, "step." + name, optFile).Read("step." + name).item<long>();
-            }
-        using (var f = SafetensorsCheckpoint.Open(Path.Combine(ckpt.Path, RunCheckpoints.RngFile)))
+                if (!steps.TryGetValue(name, out var s)) return false;
+                s.step = t.item<long>();
+                steps.Remove(name);
+                return true;
+            }) is { } badOpt) return badOpt;
+        if (steps.Count > 0)
+            throw new InvalidDataException($"{Path.Combine(ckpt.Path, RunCheckpoints.OptimizerFile)}: checkpoint has no '{steps.Keys.First()}' (saved by a different model or optimiser setup?)");
+
+        bool rng = false;
+        return Load(ckpt, RunCheckpoints.RngFile, new Dictionary<string, Tensor>(), (name, t) =>
         {
-            using var state = f.Read("torch.cpu");
-            torch.set_rng_state(state);
-        }
+            if (name != "torch.cpu") return false;
+            torch.set_rng_state(t);
+            rng = true;
+            return true;
+        }) ?? (rng ? null : throw new InvalidDataException($"{Path.Combine(ckpt.Path, RunCheckpoints.RngFile)}: no 'torch.cpu' generator state"));
     }
 
-    static SafetensorsCheckpoint Need(SafetensorsCheckpoint f, string name, string file) =>
-        f.Contains(name) ? f : throw new InvalidDataException($"{file}: checkpoint has no '{name}' (saved by a different model or optimiser setup?)");
-
-    static void Copy(SafetensorsCheckpoint f, string name, Tensor into, string file)
+    /// <summary>
+    /// Copies every tensor of one checkpoint file into <paramref name="into"/> by name (or hands it to <paramref name="other"/>),
+    /// hashing the file as it goes. Null when it is intact (or predates checksums); otherwise what is damaged.
+    /// </summary>
+    static string? Load(CheckpointInfo ckpt, string fileName, Dictionary<string, Tensor> into, Func<string, Tensor, bool>? other)
     {
-        var t = Need(f, name, file).Read(name, into.dtype, into.device);
-        if (!t.shape.SequenceEqual(into.shape))
-            throw new InvalidDataException($"{file}: '{name}' has shape [{string.Join(",", t.shape)}], the model has [{string.Join(",", into.shape)}]");
-        into.copy_(t);
-    }
-
-    static void LoadInto(string file, IEnumerable<(string Name, Tensor Tensor)> targets)
-    {
-        using var f = SafetensorsCheckpoint.Open(file);
-        var list = targets.ToList();
-        var expected = list.Select(t => t.Name).ToHashSet(StringComparer.Ordinal);
-        var unexpected = f.Names.Where(n => !expected.Contains(n)).ToList();
-        if (unexpected.Count > 0)
-            throw new InvalidDataException($"{file}: checkpoint has {unexpected.Count} tensor(s) the model lacks, e.g. {string.Join(", ", unexpected.Take(3))}");
-        foreach (var (name, t) in list)
+        var file = Path.Combine(ckpt.Path, fileName);
+        string? expected = null;
+        if (ckpt.Checksummed && !ckpt.State.Checksums.TryGetValue(fileName, out expected))
+            return $"{Path.Combine(ckpt.Path, RunCheckpoints.StateFile)} lists no checksum for {fileName}";
+        var missing = new HashSet<string>(into.Keys, StringComparer.Ordinal);
+        string actual;
+        try
         {
-            using var scope = NewDisposeScope();
-            Copy(f, name, t, file);
+            using var f = SafetensorsFile.Open(file);
+            actual = f.ReadAllHashed((name, t) =>
+            {
+                if (into.TryGetValue(name, out var target))
+                {
+                    if (!t.shape.SequenceEqual(target.shape))
+                        throw new InvalidDataException($"{file}: '{name}' has shape [{string.Join(",", t.shape)}], the model has [{string.Join(",", target.shape)}]");
+                    target.copy_(t);
+                    missing.Remove(name);
+                }
+                else if (other is null || !other(name, t))
+                    throw new InvalidDataException($"{file}: checkpoint has a tensor the model lacks: '{name}' (saved by a different model or optimiser setup?)");
+            });
         }
+        catch (Exception e) when (e is InvalidDataException or SafetensorsFormatException or IOException)
+        {
+            // A flipped bit in a header reads as a malformed file: the checksum tells damage from a genuine mismatch.
+            if (expected is not null && FileChecksum.Check(file, expected) is { } damage) return damage;
+            throw;
+        }
+        if (expected is not null && actual != expected)
+            return $"{file} is damaged: its content checksum is {actual}, {expected} was recorded when it was written";
+        if (missing.Count > 0)
+            throw new InvalidDataException($"{file}: checkpoint has no '{missing.First()}' (saved by a different model or optimiser setup?)");
+        return null;
     }
 
     /// <summary>One life of the loop (from a fresh start or a checkpoint to the end).</summary>
