@@ -68,6 +68,28 @@ public sealed partial record TransformerConfig
 
     public bool IsSliding(int layer) => SlidingWindow is not null && SlidingLayers is not null && SlidingLayers[layer];
     public double AttentionScale => 1.0 / Math.Sqrt(QueryPreAttnScalar ?? HeadDim);
+    /// <summary>
+    /// A small decoder trained from scratch (the teacher, the JEPA-Reasoner, its Talker): one KV head per head,
+    /// head_dim = hidden / heads, an MLP of <paramref name="ffnMultiple"/> × hidden, tied embeddings.
+    /// </summary>
+    public static TransformerConfig Small(string architecture, int vocab, int hidden, int layers, int heads, int ffnMultiple,
+        int maxPositions, int? bos, int? eos, int? pad) => new()
+    {
+        Architecture = architecture,
+        VocabSize = vocab,
+        HiddenSize = hidden,
+        NumLayers = layers,
+        NumHeads = heads,
+        NumKvHeads = heads,
+        HeadDim = hidden / heads,
+        IntermediateSize = hidden * ffnMultiple,
+        TieEmbeddings = true,
+        MaxPositions = maxPositions,
+        BosTokenId = bos,
+        EosTokenIds = eos is { } e ? new[] { e } : Array.Empty<int>(),
+        PadTokenId = pad,
+    };
+
     public double LayerRopeTheta(int layer) => IsSliding(layer) && RopeLocalTheta is { } t ? t : RopeTheta;
     /// <summary>Gemma 3's sliding layers use the local base without scaling; every other layer uses the configured scaling.</summary>
     public RopeScaling LayerRopeScaling(int layer) => IsSliding(layer) && RopeLocalTheta is not null ? new RopeScaling() : RopeScaling;

@@ -57,25 +57,9 @@ public sealed class Reasoner : IDisposable
     }
 
     /// <summary>The Reasoner's architecture: Qwen3 (QK-norm, tied embeddings) over the tokenizer's vocabulary.</summary>
-    public static TransformerConfig ModelConfig(ITokenizer tok, int hidden, int layers, int heads, int maxPositions) => new()
-    {
-        Architecture = "Qwen3ForCausalLM",
-        VocabSize = tok.VocabSize,
-        HiddenSize = hidden,
-        NumLayers = layers,
-        NumHeads = heads,
-        NumKvHeads = heads,
-        HeadDim = hidden / heads,
-        IntermediateSize = hidden * 3,
-        QkNorm = true,
-        TieEmbeddings = true,
-        RopeTheta = 10000,
-        MaxPositions = maxPositions,
-        NormEps = 1e-6,
-        BosTokenId = tok.BosId,
-        EosTokenIds = tok.EosId is { } e ? new[] { e } : Array.Empty<int>(),
-        PadTokenId = tok.PadId,
-    };
+    public static TransformerConfig ModelConfig(ITokenizer tok, int hidden, int layers, int heads, int maxPositions) =>
+        TransformerConfig.Small("Qwen3ForCausalLM", tok.VocabSize, hidden, layers, heads, 3, maxPositions, tok.BosId, tok.EosId, tok.PadId)
+            with { QkNorm = true };
 
     /// <summary>Final-norm output → latent: onto the unit sphere when L2 is on (in float32), unchanged otherwise.</summary>
     public Tensor ToLatent(Tensor hidden) =>
