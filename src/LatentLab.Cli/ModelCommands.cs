@@ -26,7 +26,8 @@ public static class ModelCommands
     static Command Inspect()
     {
         var dir = DirArgument();
-        var cmd = new Command("inspect", "Show a model folder's architecture, parameter count, weight dtypes, tokenizer and whether its files are intact") { dir };
+        var hookList = new Option<bool>("--hooks") { Description = "also list every hook point, in LatentLab's and TransformerLens's spelling" };
+        var cmd = new Command("inspect", "Show a model folder's architecture, parameter count, weight dtypes, tokenizer and whether its files are intact") { dir, hookList };
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var path = pr.GetValue(dir)!;
@@ -57,6 +58,12 @@ public static class ModelCommands
             Row("tokenizer", tok is null ? "none (commands that need text will say so)" : $"{tok.VocabSize} ids, bos {tok.BosId}, eos {tok.EosId}, pad {tok.PadId}, hash {tok.Hash[..16]}");
             Row("chat format", tok is null ? "-" : ChatFormat.Detect(path).Family.ToString());
             AnsiConsole.Write(table);
+            if (pr.GetValue(hookList))
+            {
+                var hooks = new Table().AddColumns("hook point", "TransformerLens");
+                foreach (var (p, tl) in LatentLab.Hooks.HookPoint.All(cfg.NumLayers)) hooks.AddRow(Markup.Escape(p.ToString()), Markup.Escape(tl));
+                AnsiConsole.Write(hooks);
+            }
             return integrity.State == Integrity.Damaged ? 1 : 0;
         }));
         return cmd;

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using LatentLab.Training;
 using LatentLab.Methods.JepaReasoner;
 
 namespace LatentLab.Cli;
@@ -46,7 +47,8 @@ public static class ReasonerCommands
         public ReasonerOptions Resolve(ParseResult pr, ReasonerOptions defaults)
         {
             if (pr.GetValue(Config) is { } file) defaults = ReasonerOptions.Load(file) with { OutDir = defaults.OutDir };
-            var o = defaults.Scaled(pr.GetValue(Scale));
+            if (pr.GetValue(Scale) is var scale && !(scale > 0 && double.IsFinite(scale))) throw new UserError($"--scale must be a positive number (got {scale})");
+            var o = defaults.Scaled(scale);
             o = o with
             {
                 Task = pr.GetValue(Task) ?? o.Task, Difficulty = pr.GetValue(Difficulty) ?? o.Difficulty,
@@ -59,6 +61,7 @@ public static class ReasonerCommands
                 Momentum = pr.GetValue(Momentum) ?? o.Momentum, LossScale = pr.GetValue(K) ?? o.LossScale,
                 Compute = pr.GetValue(Compute) ?? o.Compute, Seed = pr.GetValue(Seed) ?? o.Seed, OutDir = pr.GetValue(Out) ?? o.OutDir,
             };
+            if (o.Task == "gsm8k" && o.TrainFile is null) throw new UserError("gsm8k: give --train FILE (GSM8K jsonl; e.g. tests/LatentLab.Tests/Fixtures/data/gsm8k_test_excerpt.jsonl)");
             o.Validate();
             return o;
         }
@@ -83,7 +86,7 @@ public static class ReasonerCommands
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var o = shared.Resolve(pr, new ReasonerOptions());
-            var r = run(o, null, default);
+            var r = run(o, ConsoleLog.Instance, default);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{r.Phase}: {r.Train.Steps} steps, final loss {r.Train.FinalLoss:F4}, {r.Seconds:F0} s"));
             Console.WriteLine($"model: {r.ModelDir}");
             return 0;
@@ -101,7 +104,7 @@ public static class ReasonerCommands
         foreach (var o in tree.All) treeCmd.Add(o);
         treeCmd.SetAction(pr => CliSupport.Run(() =>
         {
-            var r = ReasonerExperiments.TreeSearch(tree.Resolve(pr, ReasonerExperiments.TreeDefaults), pr.GetValue(treeN));
+            var r = ReasonerExperiments.TreeSearch(tree.Resolve(pr, ReasonerExperiments.TreeDefaults), pr.GetValue(treeN), ConsoleLog.Instance);
             Console.WriteLine($"report: {r.ReportPath}");
             return 0;
         }));
@@ -118,7 +121,7 @@ public static class ReasonerCommands
                 .Select(s => double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v is >= 0 and <= 1 ? v : throw new UserError($"--rates: '{s}' is not a rate in [0, 1]"))
                 .ToList();
             if (rs.Count == 0 || rs[0] != 0) throw new UserError("--rates must start with 0 (the normalising rate)");
-            var r = ReasonerExperiments.CfgNoise(cfg.Resolve(pr, ReasonerExperiments.CfgDefaults), pr.GetValue(cfgN), rs);
+            var r = ReasonerExperiments.CfgNoise(cfg.Resolve(pr, ReasonerExperiments.CfgDefaults), pr.GetValue(cfgN), rs, ConsoleLog.Instance);
             Console.WriteLine($"report: {r.ReportPath}");
             return 0;
         }));
@@ -135,8 +138,7 @@ public static class ReasonerCommands
             var ks = pr.GetValue(shots)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(s => int.TryParse(s, out var v) && v >= 0 ? v : throw new UserError($"--shots: '{s}' is not a count")).ToList();
             var o = gsm.Resolve(pr, ReasonerExperiments.Gsm8kDefaults);
-            if (o.TrainFile is null) throw new UserError("gsm8k: give --train FILE (GSM8K jsonl; e.g. tests/LatentLab.Tests/Fixtures/data/gsm8k_test_excerpt.jsonl)");
-            var r = ReasonerExperiments.Gsm8k(o, pr.GetValue(test), ks, pr.GetValue(maxTest));
+            var r = ReasonerExperiments.Gsm8k(o, pr.GetValue(test), ks, pr.GetValue(maxTest), ConsoleLog.Instance);
             Console.WriteLine($"report: {r.ReportPath}");
             return 0;
         }));

@@ -113,32 +113,12 @@ public static class ShortcutExtractCommands
         return cmd;
     }
 
-    /// <summary>A Spectre progress bar on a terminal; one plain line per written file when output is redirected.</summary>
-    static LatentManifest WithProgress(int total, Func<Action<ExtractionProgress>, LatentManifest> body)
-    {
-        bool bar = !Console.IsOutputRedirected && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("CI"));
-        if (!bar)
-            return body(p =>
-            {
-                if (p.Note is not null) Console.WriteLine($"{(p.Stage == "damaged" ? "warning" : p.Stage)}: {p.Note}");
-                else if (p.Stage != "traces") Console.WriteLine($"{p.Stage}: {p.Done}/{p.Total} problems, {p.Verified} verified, {p.Skipped} skipped");
-            });
-        return AnsiConsole.Progress().AutoClear(false)
-            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
-                new ElapsedTimeColumn(), new RemainingTimeColumn())
-            .Start(ctx =>
-            {
-                var task = ctx.AddTask("extract", maxValue: Math.Max(1, total));
-                return body(p =>
-                {
-                    if (p.Note is not null)
-                    {
-                        AnsiConsole.MarkupLine(Markup.Escape($"{(p.Stage == "damaged" ? "warning" : p.Stage)}: {p.Note}"));
-                        return;
-                    }
-                    task.Value = p.Done;
-                    task.Description = Markup.Escape($"{p.Stage} {p.Done}/{p.Total} ({p.Verified} verified)");
-                });
-            });
-    }
+    /// <summary>A progress bar on a terminal (<see cref="ConsoleLog"/>), one plain line per written file otherwise; notes (a damaged file) are always lines.</summary>
+    static LatentManifest WithProgress(int total, Func<Action<ExtractionProgress>, LatentManifest> body) =>
+        ConsoleLog.Instance.WithProgress("extract", total, 0, bar => body(p =>
+        {
+            if (p.Note is not null) ConsoleLog.Instance.WriteLine($"{(p.Stage == "damaged" ? "warning" : p.Stage)}: {p.Note}");
+            else if (bar is not null) bar(p.Done, $"{p.Stage} {p.Done}/{p.Total} ({p.Verified} verified)");
+            else if (p.Stage != "traces") Console.WriteLine($"{p.Stage}: {p.Done}/{p.Total} problems, {p.Verified} verified, {p.Skipped} skipped");
+        }));
 }

@@ -85,7 +85,7 @@ public static class ShortcutTrainCommands
                 twins.Add(new TwinSet(editKind, original, edited));
             }
 
-            var data = new Phase1Data(
+            var data = new PredictorData(
                 trainStore.Pre(dtype: ScalarType.Float32), trainStore.Post(dtype: ScalarType.Float32), trainStore.Samples(),
                 testStore.Pre(dtype: ScalarType.Float32), testStore.Post(dtype: ScalarType.Float32), testStore.Samples(), twins);
             var gate = new PromotionGate
@@ -93,8 +93,8 @@ public static class ShortcutTrainCommands
                 MinTop5 = pr.GetValue(minTop5), MinTop5OverChance = pr.GetValue(minOverChance),
                 MaxParaphraseRatio = pr.GetValue(maxPara), MaxRenameRatio = pr.GetValue(maxRename),
             };
-            var report = PredictorPhase1.Run(data, cfg, pr.GetValue(output)!, new DiagnosticsOptions { Gate = gate, Seed = cfg.Seed },
-                log: Console.Out, progressBar: null);
+            var report = PredictorPromotion.Run(data, cfg, pr.GetValue(output)!, new DiagnosticsOptions { Gate = gate, Seed = cfg.Seed },
+                log: ConsoleLog.Instance, progressBar: null);
 
             var d = report.Diagnostics;
             AnsiConsole.MarkupLine($"cosine {d.MeanCosine:F3} (standardised), top-1 {Markup.Escape(d.Top1.ToString())}, top-5 {Markup.Escape(d.Top5.ToString())}");

@@ -38,7 +38,7 @@ public static class TeacherCommands
                 EvalProblems = pr.GetValue(evalN), Seed = pr.GetValue(seed), OutDir = pr.GetValue(output)!,
                 Device = pr.GetValue(device)!,
             };
-            var report = TeacherTraining.Train(o);
+            var report = TeacherTraining.Train(o, ConsoleLog.Instance);
             PrintReport(report);
             return 0;
         }));
@@ -87,7 +87,7 @@ public static class TeacherCommands
                 Compute = pr.GetValue(demoCompute)!,
             };
             AnsiConsole.MarkupLine($"[bold]LatentLab demo[/]: training a {o.Layers}-layer d={o.Hidden} teacher on {o.Task} ({o.Steps} steps), then grading it.");
-            var report = TeacherTraining.Train(o);
+            var report = TeacherTraining.Train(o, ConsoleLog.Instance);
             PrintReport(report);
             if (!pr.GetValue(teacherOnly))
             {
@@ -96,7 +96,7 @@ public static class TeacherCommands
                 {
                     ModelDir = report.ModelDir, Task = o.Task, OutDir = Path.Combine(pr.GetValue(output)!, "shortcut"), Device = o.Device,
                     Compute = o.Compute,
-                });
+                }, ConsoleLog.Instance);
                 ShortcutStudyCommands.PrintNoGo(study);
             }
             AnsiConsole.MarkupLine($"[bold]demo finished in {sw.Elapsed.TotalSeconds:F0} s[/]; run folder: {Markup.Escape(Path.GetFullPath(pr.GetValue(output)!))}");

@@ -1,4 +1,5 @@
 using System.Text;
+using LatentLab.Training;
 using LatentLab.Methods.JepaReasoner;
 
 namespace LatentLab.Tests;

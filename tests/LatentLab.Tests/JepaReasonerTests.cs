@@ -1,3 +1,4 @@
+using LatentLab.Evaluation;
 using LatentLab.Methods.JepaReasoner;
 using LatentLab.Models;
 using LatentLab.Tasks;
@@ -117,15 +118,15 @@ public sealed class JepaReasonerTests
         TorchRuntime.Initialize();
         TorchRuntime.Seed(3);
         using var iso = randn(2000, 8);
-        double full = SstMath.EffectiveRank(iso);
+        double full = LatentMetrics.EffectiveRank(iso);
         Assert.InRange(full, 7.5, 8.0);
         using var dir = randn(1, 8);
         using var coef = randn(2000, 1);
         using var line = coef * dir;
-        Assert.InRange(SstMath.EffectiveRank(line), 0.99, 1.01);
+        Assert.InRange(LatentMetrics.EffectiveRank(line), 0.99, 1.01);
         using var same = ones(100, 8);
-        Assert.Equal(0, SstMath.MeanDimStd(same), 9);
-        Assert.InRange(SstMath.MeanDimStd(iso), 0.9, 1.1);
+        Assert.Equal(0, LatentMetrics.MeanDimensionStd(same), 9);
+        Assert.InRange(LatentMetrics.MeanDimensionStd(iso), 0.9, 1.1);
     }
 
     [Fact]

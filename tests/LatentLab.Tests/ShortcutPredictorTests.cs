@@ -1,3 +1,5 @@
+using LatentLab.Evaluation;
+using LatentLab.Latents;
 using LatentLab.Methods.Shortcut;
 using LatentLab.Tasks;
 using LatentLab.Tensors;
@@ -158,12 +160,12 @@ public sealed class ShortcutPredictorTests : IDisposable
     [Fact]
     public void ProbeTargetsComeFromIntermediatesPresentEverywhere()
     {
-        ShortcutSample S(int i, int carry, int digit, bool extra)
+        TraceSample S(int i, int carry, int digit, bool extra)
         {
             var steps = new List<IReadOnlyDictionary<string, int>> { new Dictionary<string, int> { ["carry"] = carry, ["digit"] = digit, ["pos"] = 0 } };
             if (extra) steps.Add(new Dictionary<string, int> { ["carry"] = 1 });
             var p = new TaskProblem("addition", i, 1, "p", ["s"], "a", steps);
-            return new ShortcutSample(i, p, [1], [1, 2], 0, 1, 2, "a", true);
+            return new TraceSample(i, p, [1], [1, 2], 0, 1, 2, "a", true);
         }
         var train = Enumerable.Range(0, 6).Select(i => S(i, i % 2, i % 3, i < 3)).ToList();
         var test = Enumerable.Range(0, 3).Select(i => S(i, i % 2, i % 3, true)).ToList();
@@ -277,7 +279,7 @@ public sealed class ShortcutPredictorTests : IDisposable
         var signTr = (postTr[.., 0, 1] > 0).to(ScalarType.Int32).data<int>().ToArray();
         var signTe = (postTe[.., 0, 1] > 0).to(ScalarType.Int32).data<int>().ToArray();
         var noiseRng = new Random(3);
-        ShortcutSample S(int i, int sign) => new(i, new TaskProblem("syn", i, 1, "p", ["s"], "a",
+        TraceSample S(int i, int sign) => new(i, new TaskProblem("syn", i, 1, "p", ["s"], "a",
             [new Dictionary<string, int> { ["sign"] = sign, ["noise"] = noiseRng.Next(2) }]), [1], [1, 2], 0, 1, 2, "a", true);
         var trainS = signTr.Select((sign, i) => S(i, sign)).ToList();
         var testS = signTe.Select((sign, i) => S(i, sign)).ToList();
@@ -325,28 +327,28 @@ public sealed class ShortcutPredictorTests : IDisposable
         var (preTr, postTr) = SyntheticLatents.Make(300, 21);
         var (preTe, postTe) = SyntheticLatents.Make(60, 22);
         using var para = preTe * 1.001f;
-        var data = new Phase1Data(preTr, postTr, null, preTe, postTe, null, [new TwinSet(EditKind.Paraphrase, preTe, para)]);
+        var data = new PredictorData(preTr, postTr, null, preTe, postTe, null, [new TwinSet(EditKind.Paraphrase, preTe, para)]);
         var cfg = Small() with { Steps = 40, EvalEvery = 20, ProjectorDim = 8, EmaProjector = true, VarWeight = 0.05 };
         var dir = Path.Combine(_dir, "phase1");
-        var first = PredictorPhase1.Run(data, cfg, dir, log: TextWriter.Null);
-        foreach (var f in new[] { PredictorPhase1.ReportFile, PredictorPhase1.DiagnosticsFile, PredictorPhase1.CurvesFile, PredictorPhase1.StdFile, "config.json" })
+        var first = PredictorPromotion.Run(data, cfg, dir, log: TextWriter.Null);
+        foreach (var f in new[] { PredictorPromotion.ReportFile, PredictorPromotion.DiagnosticsFile, PredictorPromotion.CurvesFile, PredictorPromotion.StdFile, "config.json" })
             Assert.True(File.Exists(Path.Combine(first.RunDir, f)), f);
         var md = File.ReadAllText(first.ReportPath);
         Assert.Contains("Promotion gate:", md);
         Assert.Contains("trained on 270 problems, 30 held out", md);
-        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(first.RunDir, PredictorPhase1.DiagnosticsFile)));
+        using var json = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(first.RunDir, PredictorPromotion.DiagnosticsFile)));
         Assert.Equal(first.Diagnostics.MeanCosine, json.RootElement.GetProperty("mean_cosine").GetDouble(), 12);
 
         // Same folder, same config: the trainer finds the finished run and restores it instead of training again.
         var log = new StringWriter();
-        var second = PredictorPhase1.Run(data, cfg, dir, log: log);
+        var second = PredictorPromotion.Run(data, cfg, dir, log: log);
         Assert.Contains("already trained", log.ToString());
         using var a = LatentPredictor.Load(first.PredictorDir).Predict(preTe);
         using var b = LatentPredictor.Load(second.PredictorDir).Predict(preTe);
         Assert.True(a.eq(b).all().item<bool>());
         Assert.Equal(first.Diagnostics.Top5, second.Diagnostics.Top5);
         // A different config in the same folder is refused rather than mixed.
-        Assert.Throws<InvalidOperationException>(() => PredictorPhase1.Run(data, cfg with { Hidden = 32 }, dir, log: TextWriter.Null));
+        Assert.Throws<InvalidOperationException>(() => PredictorPromotion.Run(data, cfg with { Hidden = 32 }, dir, log: TextWriter.Null));
     }
 
     [Fact]

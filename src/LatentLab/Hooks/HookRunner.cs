@@ -42,19 +42,20 @@ internal sealed class HookRunner
     /// <summary>Runs the hooks registered at a point; returns x unchanged (same object) when none are.</summary>
     public Tensor At(HookSite site, int layer, Tensor x)
     {
-        if (!_byPoint.TryGetValue(new HookPoint(site, layer), out var list)) return x;
-        foreach (var h in list) x = Apply(h, x);
+        var point = new HookPoint(site, layer);
+        if (!_byPoint.TryGetValue(point, out var list)) return x;
+        foreach (var h in list) x = Apply(h, x, point.PositionDim);
         return x;
     }
 
-    Tensor Apply(HookSpec h, Tensor x)
+    /// <summary>Applies one hook to x, whose axis <paramref name="dim"/> holds this chunk's positions (any rank ≥ 2).</summary>
+    Tensor Apply(HookSpec h, Tensor x, int dim)
     {
         var idx = Resolve(h, x.device);
         if (idx is null && h.At.Kind != PositionKind.All) return x; // positions not in this chunk
-        long d = x.shape[^1];
         if (h.Action == HookAction.Capture)
         {
-            var got = idx is null ? x : x.gather(1, idx.unsqueeze(-1).expand(_batch, idx.shape[1], d));
+            var got = idx is null ? x : x.gather(dim, Spread(idx, x, dim));
             if (h.Detach) got = got.detach();
             if (h.CaptureDType is { } dt) got = got.to(Tensors.TorchRuntime.ParseDType(dt));
             if (_captures.TryGetValue(h.Key, out var old)) old.Dispose();
@@ -63,7 +64,7 @@ internal sealed class HookRunner
         }
 
         long p = idx is null ? _len : idx.shape[1];
-        var value = h.Action == HookAction.Scale ? null : Shape(h, h.Value!, p).to(x.dtype, x.device);
+        var value = h.Action == HookAction.Scale ? null : Shape(h.Value!, p, x, dim).to(x.dtype, x.device);
         if (idx is null)
         {
             return h.Action switch
@@ -73,8 +74,8 @@ internal sealed class HookRunner
                 _ => x * h.Scale,
             };
         }
-        var index = idx.unsqueeze(-1).expand(_batch, p, d);
-        var current = x.gather(1, index);
+        var index = Spread(idx, x, dim);
+        var current = x.gather(dim, index);
         var updated = h.Action switch
         {
             HookAction.Add => current + value! * h.Scale,
@@ -82,13 +83,24 @@ internal sealed class HookRunner
             _ => current * h.Scale,
         };
         // scatter (not scatter_) keeps autograd paths to both x and the hook's tensor.
-        return x.scatter(1, index, updated);
+        return x.scatter(dim, index, updated);
     }
 
-    Tensor Shape(HookSpec h, Tensor v, long p)
+    /// <summary>Positions [B, P] spread to x's shape with P on axis <paramref name="dim"/>, as gather and scatter want.</summary>
+    Tensor Spread(Tensor idx, Tensor x, int dim)
     {
-        // A [B, D] value for a single position means one vector per row.
-        if (v.dim() == 2 && p == 1 && v.shape[0] == _batch && _batch != 1) return v.unsqueeze(1);
+        var view = Enumerable.Repeat(1L, (int)x.dim()).ToArray();
+        view[0] = _batch;
+        view[dim] = idx.shape[1];
+        var target = x.shape.ToArray();
+        target[dim] = idx.shape[1];
+        return idx.view(view).expand(target);
+    }
+
+    Tensor Shape(Tensor v, long p, Tensor x, int dim)
+    {
+        // A value lacking the position axis, for a single position, means one value per row ([B, D] at the residual).
+        if (v.dim() == x.dim() - 1 && p == 1 && v.shape[0] == _batch && _batch != 1) return v.unsqueeze(dim);
         return v;
     }
 

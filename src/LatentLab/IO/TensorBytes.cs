@@ -38,21 +38,15 @@ internal static class TensorBytes
     }
 
     /// <summary>Appends the bytes of a contiguous CPU tensor to <paramref name="hash"/>.</summary>
-    public static void Hash(Tensor source, System.IO.Hashing.NonCryptographicHashAlgorithm hash)
-    {
-        long count = source.NumberOfElements;
-        if (count == 0) return;
-        long perChunk = Math.Max(1, ChunkBytes / source.ElementSize);
-        using var flat = source.view(-1);
-        for (long start = 0; start < count; start += perChunk)
-        {
-            using var slice = flat.narrow(0, start, Math.Min(perChunk, count - start));
-            hash.Append(slice.bytes);
-        }
-    }
+    public static void Hash(Tensor source, System.IO.Hashing.NonCryptographicHashAlgorithm hash) => ForEachChunk(source, hash.Append);
 
     /// <summary>Writes the bytes of a contiguous CPU tensor to the stream.</summary>
-    public static void Write(Tensor source, Stream stream)
+    public static void Write(Tensor source, Stream stream) => ForEachChunk(source, stream.Write);
+
+    delegate void ChunkSink(ReadOnlySpan<byte> bytes);
+
+    /// <summary>The tensor's bytes in chunks of at most ChunkBytes, so no managed copy of a whole large tensor is made.</summary>
+    static void ForEachChunk(Tensor source, ChunkSink sink)
     {
         long count = source.NumberOfElements;
         if (count == 0) return;
@@ -61,7 +55,7 @@ internal static class TensorBytes
         for (long start = 0; start < count; start += perChunk)
         {
             using var slice = flat.narrow(0, start, Math.Min(perChunk, count - start));
-            stream.Write(slice.bytes);
+            sink(slice.bytes);
         }
     }
 }

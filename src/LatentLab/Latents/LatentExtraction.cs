@@ -3,7 +3,6 @@ using System.Text.Json;
 using LatentLab.Generation;
 using LatentLab.Hooks;
 using LatentLab.IO;
-using LatentLab.Methods.Shortcut;
 using LatentLab.Models;
 using LatentLab.Tasks;
 using LatentLab.Teacher;
@@ -18,7 +17,7 @@ namespace LatentLab.Latents;
 /// Samples with their states, in memory: <see cref="Pre"/> [n, D] and <see cref="Post"/> [n, K, D], row i belonging to
 /// <c>Samples[i]</c> (verified or not; see <see cref="Verified"/>). Dispose to free the tensors.
 /// </summary>
-public sealed record LatentSet(IReadOnlyList<ShortcutSample> Samples, Tensor Pre, Tensor Post, IReadOnlyList<SkippedProblem> Skipped) : IDisposable
+public sealed record LatentSet(IReadOnlyList<TraceSample> Samples, Tensor Pre, Tensor Post, IReadOnlyList<SkippedProblem> Skipped) : IDisposable
 {
     /// <summary>The verified rows only (new tensors; this set keeps its own).</summary>
     public LatentSet Verified()
@@ -80,9 +79,9 @@ public static class LatentExtraction
         {
             var existing = LatentManifest.Read(outDir);
             if (existing.Settings.Difference(settings) is { } diff)
-                throw new InvalidDataException($"{outDir} holds a latent store made with other settings ({diff}); use a new --out folder");
+                throw new InvalidDataException($"{outDir} holds a latent store made with other settings ({diff}); write to a new folder");
             if (!existing.Shards.SequenceEqual(new[] { shardName }))
-                throw new InvalidDataException($"{outDir} holds shard(s) {string.Join(", ", existing.Shards)}, not {shardName}; use a new --out folder");
+                throw new InvalidDataException($"{outDir} holds shard(s) {string.Join(", ", existing.Shards)}, not {shardName}; write to a new folder");
             if (existing.Complete)
             {
                 if (LatentStore.Check(outDir).Count == 0)
@@ -182,13 +181,13 @@ public static class LatentExtraction
     /// trace is too short for K post states, are returned as skipped. <paramref name="firstIndex"/> is the index of
     /// problems[0] in the caller's list; <paramref name="batchDone"/> gets (problems done, verified, skipped).
     /// </summary>
-    public static (IReadOnlyList<ShortcutSample> Samples, IReadOnlyList<SkippedProblem> Skipped) Traces(DecoderLM model, TraceFormat fmt,
+    public static (IReadOnlyList<TraceSample> Samples, IReadOnlyList<SkippedProblem> Skipped) Traces(DecoderLM model, TraceFormat fmt,
         IReadOnlyList<TaskProblem> problems, ExtractionOptions o, int firstIndex = 0, Action<int, int, int>? batchDone = null)
     {
         o.Validate();
         var gen = new TextGenerator(model);
         var stops = fmt.StopTokens;
-        var samples = new List<ShortcutSample>();
+        var samples = new List<TraceSample>();
         var skipped = new List<SkippedProblem>();
         using var _ = no_grad();
         for (int at = 0; at < problems.Count; at += o.BatchSize)
@@ -230,7 +229,7 @@ public static class LatentExtraction
     }
 
     /// <summary>A sample from a finished trace, or null with the reason it cannot be one.</summary>
-    public static ShortcutSample? MakeSample(TraceFormat fmt, int index, TaskProblem problem, int[] promptIds, int[] traceIds, int k, out string? reason)
+    public static TraceSample? MakeSample(TraceFormat fmt, int index, TaskProblem problem, int[] promptIds, int[] traceIds, int k, out string? reason)
     {
         var pos = fmt.Locate(traceIds, promptIds.Length);
         if (pos is null)
@@ -246,7 +245,7 @@ public static class LatentExtraction
         }
         var answer = fmt.ParseAnswer(traceIds[promptIds.Length..], thinking: true);
         bool ok = answer is not null && fmt.Family.Verify(problem, answer);
-        var s = new ShortcutSample(index, problem, promptIds, traceIds, pre, post, firstAnswer, answer, ok);
+        var s = new TraceSample(index, problem, promptIds, traceIds, pre, post, firstAnswer, answer, ok);
         LeakRule.Check(s, k);
         reason = null;
         return s;
@@ -257,7 +256,7 @@ public static class LatentExtraction
     /// Each row's forward pass covers its trace only up to PostPosition, so tokens from the first answer token on
     /// cannot affect the states (and <see cref="LeakRule.Check"/> refuses any sample whose positions would).
     /// </summary>
-    public static (Tensor Pre, Tensor Post) States(DecoderLM model, IReadOnlyList<ShortcutSample> samples, string point, int k,
+    public static (Tensor Pre, Tensor Post) States(DecoderLM model, IReadOnlyList<TraceSample> samples, string point, int k,
         ScalarType dtype = ScalarType.Float32, int batchSize = 64)
     {
         ArgumentNullException.ThrowIfNull(samples);
@@ -275,24 +274,12 @@ public static class LatentExtraction
             {
                 using var scope = NewDisposeScope();
                 var chunk = samples.Skip(at).Take(batchSize).ToList();
-                int b = chunk.Count, len = chunk.Max(s => s.PostPosition + 1);
-                var ids = new long[b * len];
-                var mask = new long[b * len];
-                var where = new long[b * (k + 1)];
-                for (int i = 0; i < b; i++)
-                {
-                    var s = chunk[i];
-                    for (int t = 0; t < len; t++)
-                    {
-                        bool real = t <= s.PostPosition;
-                        ids[i * len + t] = real ? s.TraceIds[t] : pad;
-                        mask[i * len + t] = real ? 1 : 0;
-                    }
-                    var positions = LeakRule.TargetPositions(s, k);
-                    for (int j = 0; j <= k; j++) where[i * (k + 1) + j] = positions[j];
-                }
+                int b = chunk.Count;
+                // Each row stops at its post position: nothing from the answer on enters the forward pass.
+                var (ids, mask) = TokenBatch.RightPad(chunk.Select(s => s.TraceIds[..(s.PostPosition + 1)]).ToList(), pad);
+                var where = chunk.SelectMany(s => LeakRule.TargetPositions(s, k).Select(p => (long)p)).ToArray();
                 var dev = model.Device;
-                using var output = model.Forward(tensor(ids).view(b, len).to(dev), attentionMask: tensor(mask).view(b, len).to(dev),
+                using var output = model.Forward(ids.to(dev), attentionMask: mask.to(dev),
                     hooks: hooks, logits: LogitsMode.None);
                 var h = output.Capture(HookSpec.Capture(point).Key);
                 var idx = tensor(where).view(b, k + 1, 1).expand(b, k + 1, d).to(dev);

@@ -145,7 +145,7 @@ public sealed record LatentManifest
         }
         if (seal == IO.Integrity.Damaged)
             throw new InvalidDataException($"{why}; the shards may be intact, but what they hold is no longer known for sure: " +
-                "restore the folder from a copy, or extract into a new --out folder");
+                "restore the folder from a copy, or extract into a new folder");
         return m;
     }
 

@@ -1,7 +1,6 @@
 using System.Text;
 using System.Text.Json;
 using LatentLab.IO;
-using LatentLab.Methods.Shortcut;
 using LatentLab.Models;
 using LatentLab.Tensors;
 using LatentLab.Text;
@@ -11,7 +10,7 @@ using static TorchSharp.torch;
 namespace LatentLab.Latents;
 
 /// <summary>
-/// A latent store on disk: <c>manifest.json</c>, <c>samples.jsonl</c> (one <see cref="ShortcutSample"/> per row, with
+/// A latent store on disk: <c>manifest.json</c>, <c>samples.jsonl</c> (one <see cref="TraceSample"/> per row, with
 /// its problem and intermediates) and safetensors files <c>latents-START-END.safetensors</c>, each holding
 /// <c>pre</c> [n, D], <c>post</c> [n, K, D] (stored dtype) and <c>index</c> [n] (sample index) for the problems
 /// [START, END). Rows of every tensor follow the order of samples.jsonl. Opening a store checks it whole
@@ -23,9 +22,9 @@ public sealed class LatentStore
 {
     public const string SamplesFile = "samples.jsonl";
 
-    readonly List<ShortcutSample> _samples;
+    readonly List<TraceSample> _samples;
 
-    LatentStore(string directory, LatentManifest manifest, List<ShortcutSample> samples)
+    LatentStore(string directory, LatentManifest manifest, List<TraceSample> samples)
     {
         Directory = directory;
         Manifest = manifest;
@@ -64,10 +63,10 @@ public sealed class LatentStore
             if (problem is not null)
                 throw new InvalidDataException($"{dir}: {file.Describe(first)} is damaged ({problem}); " +
                     "run the same extraction command again to re-extract only that file");
-        var samples = new List<ShortcutSample>(lines.Count);
+        var samples = new List<TraceSample>(lines.Count);
         for (int i = 0; i < lines.Count; i++)
         {
-            try { samples.Add(JsonSerializer.Deserialize<ShortcutSample>(lines[i], LatentJson.Line) ?? throw new JsonException("null row")); }
+            try { samples.Add(JsonSerializer.Deserialize<TraceSample>(lines[i], LatentJson.Line) ?? throw new JsonException("null row")); }
             catch (JsonException e) { throw new InvalidDataException($"{samplesPath}:{i + 1}: not a valid sample ({e.Message})", e); }
         }
         foreach (var s in samples) LeakRule.Check(s, m.Settings.K);
@@ -111,7 +110,7 @@ public sealed class LatentStore
             throw new InvalidDataException($"{Directory}: the store was made with tokenizer {s.TokenizerHash[..Math.Min(16, s.TokenizerHash.Length)]}…, this tokenizer is {tok.Hash[..Math.Min(16, tok.Hash.Length)]}…");
     }
 
-    public IReadOnlyList<ShortcutSample> Samples(bool verifiedOnly = true) =>
+    public IReadOnlyList<TraceSample> Samples(bool verifiedOnly = true) =>
         verifiedOnly ? _samples.Where(s => s.Verified).ToList() : _samples;
 
     /// <summary>h_pre [n, D] in the stored dtype (or <paramref name="dtype"/>), rows in the order of <see cref="Samples"/>.</summary>
@@ -226,12 +225,12 @@ public sealed class LatentStore
 
     // ---- writing (used by LatentExtraction.Run and Merge) ----
 
-    internal sealed record Chunk(StoreFile File, IReadOnlyList<ShortcutSample> Samples, IReadOnlyList<SkippedProblem> Skipped);
+    internal sealed record Chunk(StoreFile File, IReadOnlyList<TraceSample> Samples, IReadOnlyList<SkippedProblem> Skipped);
 
     static string Stem(int start, int end) => $"latents-{start:D7}-{end:D7}";
 
     /// <summary>Writes one file's rows: its samples (.jsonl) first, then the tensors, whose arrival marks the file complete.</summary>
-    internal static Chunk WriteFile(string dir, int start, int end, IReadOnlyList<ShortcutSample> samples, IReadOnlyList<SkippedProblem> skipped,
+    internal static Chunk WriteFile(string dir, int start, int end, IReadOnlyList<TraceSample> samples, IReadOnlyList<SkippedProblem> skipped,
         Tensor pre, Tensor post)
     {
         var stem = Stem(start, end);
@@ -276,7 +275,7 @@ public sealed class LatentStore
             int n = int.Parse(st.Metadata["rows"]);
             if (st.Metadata["start"] != start.ToString() || st.Metadata["end"] != end.ToString()) return null;
             CheckShapes(st, tensors, n, settings);
-            var samples = Jsonl.ReadAll<ShortcutSample>(rows, LatentJson.Line);
+            var samples = Jsonl.ReadAll<TraceSample>(rows, LatentJson.Line);
             using var index = st.Read("index");
             if (!samples.Select(s => (long)s.Index).SequenceEqual(index.data<long>().ToArray())) return null;
             var skipped = JsonSerializer.Deserialize<List<SkippedProblem>>(st.Metadata["skipped"], LatentJson.Line) ?? new();

@@ -1,4 +1,3 @@
-using LatentLab.Methods.Shortcut;
 
 namespace LatentLab.Latents;
 
@@ -10,7 +9,7 @@ namespace LatentLab.Latents;
 public static class LeakRule
 {
     /// <summary>The positions read for a sample: Pre, then Post-K+1 … Post.</summary>
-    public static int[] TargetPositions(ShortcutSample s, int k)
+    public static int[] TargetPositions(TraceSample s, int k)
     {
         ArgumentNullException.ThrowIfNull(s);
         if (k < 1) throw new ArgumentOutOfRangeException(nameof(k), $"K must be >= 1 (got {k})");
@@ -22,7 +21,7 @@ public static class LeakRule
 
     /// <summary>Throws <see cref="InvalidDataException"/> naming the sample if any target position could see the answer,
     /// or if the positions do not fit the trace (pre must be the last prompt token, the K post states after it).</summary>
-    public static void Check(ShortcutSample s, int k)
+    public static void Check(TraceSample s, int k)
     {
         var positions = TargetPositions(s, k);
         string Where() => $"sample {s.Index} ('{s.Problem.Prompt}')";

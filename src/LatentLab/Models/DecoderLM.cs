@@ -32,14 +32,24 @@ public sealed class Attention : nn.Module
 
     /// <param name="x">[B, T, D]</param>
     /// <param name="mask">which cached+new keys each query may see</param>
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionMask mask, KvCache? cache, int layer)
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionMask mask, KvCache? cache, int layer) =>
+        Forward(x, cos, sin, mask, cache, layer, null);
+
+    internal Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionMask mask, KvCache? cache, int layer, HookRunner? hooks)
     {
         using var scope = NewDisposeScope();
         long b = x.shape[0], t = x.shape[1];
         var q = q_proj.forward(x).view(b, t, _c.NumHeads, _c.HeadDim);
         var k = k_proj.forward(x).view(b, t, _c.NumKvHeads, _c.HeadDim);
-        var v = v_proj.forward(x).view(b, t, _c.NumKvHeads, _c.HeadDim).transpose(1, 2);
+        var v = v_proj.forward(x).view(b, t, _c.NumKvHeads, _c.HeadDim);
         if (q_norm is not null) { q = q_norm.forward(q); k = k_norm!.forward(k); }
+        if (hooks is not null)
+        {
+            q = hooks.At(HookSite.AttnQ, layer, q);
+            k = hooks.At(HookSite.AttnK, layer, k);
+            v = hooks.At(HookSite.AttnV, layer, v);
+        }
+        v = v.transpose(1, 2);
         q = Rope.Apply(q.transpose(1, 2), cos, sin);
         k = Rope.Apply(k.transpose(1, 2), cos, sin);
         if (cache is not null) (k, v) = cache.Append(layer, k, v);
@@ -51,13 +61,18 @@ public sealed class Attention : nn.Module
             v = v.repeat_interleave(groups, dim: 1);
         }
         Tensor o;
-        if (_c.AttnSoftcap is { } cap)
+        bool wantsPattern = hooks is not null && (hooks.Wants(HookSite.AttnScores, layer) || hooks.Wants(HookSite.AttnPattern, layer));
+        if (_c.AttnSoftcap is not null || wantsPattern)
         {
-            // Soft-capping sits between the scores and the softmax, which fused attention cannot express.
+            // Explicit attention: soft-capping sits between the scores and the softmax, which fused attention cannot
+            // express, and the scores and pattern hooks need the [B, heads, T, S] tensors the fused kernel never makes.
             var scores = q.matmul(k.transpose(-2, -1)).to(ScalarType.Float32) * _c.AttentionScale;
-            scores = (scores / cap).tanh() * cap;
+            if (_c.AttnSoftcap is { } cap) scores = (scores / cap).tanh() * cap;
             scores = scores.masked_fill(mask.Allowed.logical_not(), -1e30);
-            o = scores.softmax(-1).to(v.dtype).matmul(v);
+            if (hooks is not null) scores = hooks.At(HookSite.AttnScores, layer, scores);
+            var pattern = scores.softmax(-1);
+            if (hooks is not null) pattern = hooks.At(HookSite.AttnPattern, layer, pattern);
+            o = pattern.to(v.dtype).matmul(v);
         }
         else
         {
@@ -70,8 +85,9 @@ public sealed class Attention : nn.Module
                 ? F.scaled_dot_product_attention(q, k, v, null, 0, true)
                 : F.scaled_dot_product_attention(q, k, v, mask.Bias(q.dtype));
         }
-        o = o.transpose(1, 2).reshape(b, t, _c.NumHeads * _c.HeadDim);
-        return o_proj.forward(o).MoveToOuterDisposeScope();
+        o = o.transpose(1, 2);
+        if (hooks is not null) o = hooks.At(HookSite.AttnZ, layer, o);
+        return o_proj.forward(o.reshape(b, t, _c.NumHeads * _c.HeadDim)).MoveToOuterDisposeScope();
     }
 
     public IEnumerable<(string Name, Proj Proj)> Projections() =>
@@ -92,17 +108,23 @@ public sealed class Mlp : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => Forward(x, null, -1);
+
+    /// <summary>down(act(gate(x)) · up(x)), with the hook_pre (gate pre-activation) and hook_post (down's input) points.</summary>
+    internal Tensor Forward(Tensor x, HookRunner? hooks, int layer)
     {
         using var scope = NewDisposeScope();
         var g = gate_proj.forward(x);
+        if (hooks is not null) g = hooks.At(HookSite.MlpPre, layer, g);
         g = _act switch
         {
             Activation.SiLU => F.silu(g),
             Activation.GeluTanh => F.gelu(g, GELU.Approximate.tanh),
             _ => F.gelu(g),
         };
-        return down_proj.forward(g * up_proj.forward(x)).MoveToOuterDisposeScope();
+        var post = g * up_proj.forward(x);
+        if (hooks is not null) post = hooks.At(HookSite.MlpPost, layer, post);
+        return down_proj.forward(post).MoveToOuterDisposeScope();
     }
 
     public IEnumerable<(string Name, Proj Proj)> Projections() =>
@@ -143,13 +165,13 @@ public sealed class Block : nn.Module
     internal Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionMask mask, KvCache? cache, int layer, HookRunner hooks)
     {
         x = hooks.At(HookSite.ResidPre, layer, x);
-        var a = self_attn.Forward(input_layernorm.forward(x), cos, sin, mask, cache, layer);
+        var a = self_attn.Forward(input_layernorm.forward(x), cos, sin, mask, cache, layer, hooks);
         if (_sandwich) a = post_attention_layernorm.forward(a);
         a = hooks.At(HookSite.AttnOut, layer, a);
         x = hooks.At(HookSite.ResidMid, layer, x + a);
         var m = _sandwich
-            ? post_feedforward_layernorm!.forward(mlp.forward(pre_feedforward_layernorm!.forward(x)))
-            : mlp.forward(post_attention_layernorm.forward(x));
+            ? post_feedforward_layernorm!.forward(mlp.Forward(pre_feedforward_layernorm!.forward(x), hooks, layer))
+            : mlp.Forward(post_attention_layernorm.forward(x), hooks, layer);
         m = hooks.At(HookSite.MlpOut, layer, m);
         return hooks.At(HookSite.ResidPost, layer, x + m);
     }

@@ -157,10 +157,7 @@ public sealed partial class ReachFamily : TaskFamilyBase<ReachFamily.Params>
     protected override EditOutcome Paraphrase(Params p, TaskRng rng)
     {
         if (p.Edges.Count < 2) return EditOutcome.Unsupported("fewer than two edges: no other order");
-        var edges = p.Edges.ToList();
-        rng.Shuffle(edges);
-        if (edges.SequenceEqual(p.Edges)) edges.Reverse();
-        return new(p with { Edges = edges }, "edges listed in another order");
+        return new(p with { Edges = rng.Reordered(p.Edges) }, "edges listed in another order");
     }
 
     protected override EditOutcome Rename(Params p, TaskRng rng)

@@ -41,6 +41,15 @@ public sealed class TaskRng
         }
     }
 
+    /// <summary>A shuffled copy that differs from <paramref name="items"/> (reversed when the shuffle kept the order): a paraphrase by reordering.</summary>
+    public List<T> Reordered<T>(IReadOnlyList<T> items)
+    {
+        var copy = items.ToList();
+        Shuffle(copy);
+        if (copy.SequenceEqual(items)) copy.Reverse();
+        return copy;
+    }
+
     /// <summary>FNV-1a: string.GetHashCode is randomised per process, so it cannot seed anything reproducible.</summary>
     public static ulong Hash(string s)
     {

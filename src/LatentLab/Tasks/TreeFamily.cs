@@ -142,10 +142,7 @@ public sealed partial class TreeFamily : TaskFamilyBase<TreeFamily.Params>
     protected override EditOutcome Paraphrase(Params p, TaskRng rng)
     {
         if (p.Entries.Count < 2) return EditOutcome.Unsupported("a single entry has no other order");
-        var entries = p.Entries.ToList();
-        rng.Shuffle(entries);
-        if (entries.SequenceEqual(p.Entries)) entries.Reverse();
-        return new(p with { Entries = entries }, "entries listed in another order");
+        return new(p with { Entries = rng.Reordered(p.Entries) }, "entries listed in another order");
     }
 
     protected override EditOutcome Rename(Params p, TaskRng rng)

@@ -112,24 +112,22 @@ public static class TeacherTraining
             ProgressBar = o.ProgressBar,
         };
         var runConfig = new JsonObject { ["teacher"] = o.ToJson(), ["model"] = config.ToHuggingFace(), ["compute"] = compute.ToJson() };
-        var trainer = new Trainer(trainerConfig, runConfig, log);
+        var modelDir = Path.Combine(o.OutDir, "model");
+        var result = new TrainingPhase("teacher", trainerConfig, runConfig).Run(trainable, dir =>
+        {
+            Checkpoints.Save(model, dir);
+            ((Text.CharTokenizer)fmt.Tokenizer).Save(dir);
+            Checkpoints.Seal(dir);
+        }, modelDir, log);
+        double trainSeconds = result.Seconds;
 
         var sw = Stopwatch.StartNew();
-        var result = trainer.Run(trainable);
-        double trainSeconds = sw.Elapsed.TotalSeconds;
-
-        var modelDir = Path.Combine(o.OutDir, "model");
-        Checkpoints.Save(model, modelDir);
-        ((Text.CharTokenizer)fmt.Tokenizer).Save(modelDir);
-        Checkpoints.Seal(modelDir);
-
-        sw.Restart();
         model.eval();
         var cells = Evaluate(model, fmt, difficulty, o.EvalProblems, o.OodExtra, o.Seed);
         double evalSeconds = sw.Elapsed.TotalSeconds;
 
         var report = new TeacherReport(Path.GetFullPath(o.OutDir), Path.GetFullPath(modelDir), trainSeconds, evalSeconds,
-            result.Steps, result.FinalLoss, cells);
+            result.Train.Steps, result.Train.FinalLoss, cells);
         WriteReport(report, o, family);
         return report;
     }

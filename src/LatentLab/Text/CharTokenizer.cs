@@ -213,20 +213,14 @@ public sealed class CharTokenizer : ITokenizer
         return ms.ToArray();
     }
 
-    static void WriteSpecialItem(Utf8JsonWriter w, string id, int typeId)
-    {
-        w.WriteStartObject();
-        w.WriteStartObject("SpecialToken");
-        w.WriteString("id", id);
-        w.WriteNumber("type_id", typeId);
-        w.WriteEndObject();
-        w.WriteEndObject();
-    }
+    static void WriteSpecialItem(Utf8JsonWriter w, string id, int typeId) => WriteItem(w, "SpecialToken", id, typeId);
 
-    static void WriteSequenceItem(Utf8JsonWriter w, string id, int typeId)
+    static void WriteSequenceItem(Utf8JsonWriter w, string id, int typeId) => WriteItem(w, "Sequence", id, typeId);
+
+    static void WriteItem(Utf8JsonWriter w, string kind, string id, int typeId)
     {
         w.WriteStartObject();
-        w.WriteStartObject("Sequence");
+        w.WriteStartObject(kind);
         w.WriteString("id", id);
         w.WriteNumber("type_id", typeId);
         w.WriteEndObject();

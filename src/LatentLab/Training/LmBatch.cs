@@ -1,3 +1,4 @@
+using LatentLab.Tensors;
 using static TorchSharp.torch;
 
 namespace LatentLab.Training;
@@ -11,26 +12,11 @@ public static class LmBatch
     /// </summary>
     public static (Tensor Ids, Tensor Targets, Tensor Mask, long LossTokens) Build(IReadOnlyList<(int[] Ids, int PromptLength)> seqs, int pad)
     {
-        int t = seqs.Max(s => s.Ids.Length) - 1;
-        int b = seqs.Count;
-        var ids = new long[b * t];
-        var tgt = new long[b * t];
-        var mask = new long[b * t];
-        long lossTokens = 0;
-        for (int i = 0; i < b; i++)
-        {
-            var (s, promptLen) = seqs[i];
-            for (int j = 0; j < t; j++)
-            {
-                bool real = j < s.Length - 1;
-                ids[i * t + j] = real ? s[j] : pad;
-                mask[i * t + j] = real ? 1 : 0;
-                // Position j predicts token j+1; the first answer-side token is at index promptLength.
-                bool scored = real && j + 1 >= promptLen;
-                tgt[i * t + j] = scored ? s[j + 1] : -100;
-                if (scored) lossTokens++;
-            }
-        }
-        return (tensor(ids).view(b, t), tensor(tgt).view(b, t), tensor(mask).view(b, t), lossTokens);
+        // Position j predicts token j+1; the first answer-side token is at index PromptLength.
+        var targets = seqs.Select(s => s.Ids.Skip(1).Select((next, j) => j + 1 >= s.PromptLength ? next : -100).ToArray()).ToList();
+        var (ids, mask) = TokenBatch.RightPad(seqs.Select(s => s.Ids[..^1]).ToList(), pad);
+        var (tgt, targetMask) = TokenBatch.RightPad(targets, -100);
+        targetMask.Dispose();
+        return (ids, tgt, mask, targets.Sum(t => t.Count(x => x != -100)));
     }
 }

@@ -4,7 +4,6 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using LatentLab.IO;
 using LatentLab.Tensors;
-using Spectre.Console;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -95,21 +94,10 @@ public sealed class Trainer
 
         var metrics = new MetricsLog(RunDir);
         var loop = new Loop(this, model, optimizer, order, parameters, metrics, start, tokens, lastLoss, resume?.Path);
-        bool bar = _c.ProgressBar ?? (!Console.IsOutputRedirected && string.IsNullOrEmpty(Environment.GetEnvironmentVariable("CI")));
         if (resume is not null) loop.Say($"resumed from {resume.Path} (step {start})");
         if (metrics.TensorBoardError is not null) loop.Say(metrics.TensorBoardError);
-        if (!bar) return loop.Run(null, cancel);
-
-        loop.UseConsole = true;
-        return AnsiConsole.Progress().AutoClear(false)
-            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(),
-                new ElapsedTimeColumn(), new RemainingTimeColumn())
-            .Start(ctx =>
-            {
-                var task = ctx.AddTask("train", maxValue: _c.Steps);
-                task.Value = start;
-                return loop.Run((done, text) => { task.Value = done; task.Description = Markup.Escape(text); }, cancel);
-            });
+        if (_c.ProgressBar == false || _log is not IProgressLog live) return loop.Run(null, cancel);
+        return live.WithProgress("train", _c.Steps, start, progress => loop.Run(progress, cancel));
     }
 
     /// <summary>
@@ -281,12 +269,11 @@ public sealed class Trainer
         readonly Stopwatch _clock = Stopwatch.StartNew();
         IReadOnlyDictionary<string, double> _lastEval = new Dictionary<string, double>();
         string _barLabel = "train";
-        public bool UseConsole { get; set; }
 
         public void Say(string line)
         {
-            if (UseConsole) AnsiConsole.MarkupLine(Markup.Escape(line));
-            else { owner._log.WriteLine(line); owner._log.Flush(); }
+            owner._log.WriteLine(line);
+            owner._log.Flush();
         }
 
         public TrainResult Run(Action<long, string>? progress, CancellationToken cancel)

@@ -31,7 +31,10 @@ public sealed record TrainerConfig
     public int KeepCheckpoints { get; init; } = 3;
     public long Seed { get; init; }
     public string OutDir { get; init; } = "runs/train";
-    /// <summary>Live progress bar: null = on when stdout is a terminal and not in CI; off prints a line every LogEvery steps.</summary>
+    /// <summary>
+    /// Live progress: false prints a line every LogEvery steps; otherwise a log that implements <see cref="IProgressLog"/>
+    /// shows a bar when it can (the command line does on a terminal outside CI) and any other log gets the lines.
+    /// </summary>
     public bool? ProgressBar { get; init; }
 
     /// <summary>Throws a clear error for settings the loop cannot run with.</summary>

@@ -57,25 +57,9 @@ public sealed class Reasoner : IDisposable
     }
 
     /// <summary>The Reasoner's architecture: Qwen3 (QK-norm, tied embeddings) over the tokenizer's vocabulary.</summary>
-    public static TransformerConfig ModelConfig(ITokenizer tok, int hidden, int layers, int heads, int maxPositions) => new()
-    {
-        Architecture = "Qwen3ForCausalLM",
-        VocabSize = tok.VocabSize,
-        HiddenSize = hidden,
-        NumLayers = layers,
-        NumHeads = heads,
-        NumKvHeads = heads,
-        HeadDim = hidden / heads,
-        IntermediateSize = hidden * 3,
-        QkNorm = true,
-        TieEmbeddings = true,
-        RopeTheta = 10000,
-        MaxPositions = maxPositions,
-        NormEps = 1e-6,
-        BosTokenId = tok.BosId,
-        EosTokenIds = tok.EosId is { } e ? new[] { e } : Array.Empty<int>(),
-        PadTokenId = tok.PadId,
-    };
+    public static TransformerConfig ModelConfig(ITokenizer tok, int hidden, int layers, int heads, int maxPositions) =>
+        TransformerConfig.Small("Qwen3ForCausalLM", tok.VocabSize, hidden, layers, heads, 3, maxPositions, tok.BosId, tok.EosId, tok.PadId)
+            with { QkNorm = true };
 
     /// <summary>Final-norm output → latent: onto the unit sphere when L2 is on (in float32), unchanged otherwise.</summary>
     public Tensor ToLatent(Tensor hidden) =>
@@ -142,7 +126,7 @@ public sealed class Reasoner : IDisposable
     public void Dispose() => Model.Dispose();
 }
 
-/// <summary>SST's pieces as pure functions, so the loss and the collapse diagnostics can be checked on hand-made vectors.</summary>
+/// <summary>SST's loss as a pure function, so it can be checked on hand-made vectors (its collapse diagnostics are <see cref="Evaluation.LatentMetrics"/>).</summary>
 public static class SstMath
 {
     /// <summary>
@@ -156,31 +140,5 @@ public static class SstMath
         var m = mask.to(ScalarType.Float32);
         var loss = (k * (1 - cos) * m).sum() / m.sum().clamp_min(1);
         return loss.MoveToOuterDisposeScope();
-    }
-
-    /// <summary>
-    /// Effective rank (Roy &amp; Vetterli 2007) of N vectors [N, D]: exp of the entropy of the normalised singular values of
-    /// the centred matrix. D for isotropic latents, 1 when they have collapsed onto a line.
-    /// </summary>
-    public static double EffectiveRank(Tensor vectors)
-    {
-        using var _ = no_grad();
-        using var scope = NewDisposeScope();
-        var x = vectors.to(ScalarType.Float64).reshape(-1, vectors.shape[^1]);
-        x = x - x.mean(new long[] { 0 }, keepdim: true);
-        var s = linalg.svdvals(x);
-        var total = s.sum().item<double>();
-        if (total <= 1e-12) return 0;
-        var p = (s / total).clamp_min(1e-300);
-        return Math.Exp(-(p * p.log()).sum().item<double>());
-    }
-
-    /// <summary>Mean over dimensions of the standard deviation across vectors [N, D]: near 0 means collapse (VICReg's variance term watches the same).</summary>
-    public static double MeanDimStd(Tensor vectors)
-    {
-        using var _ = no_grad();
-        using var scope = NewDisposeScope();
-        var x = vectors.to(ScalarType.Float64).reshape(-1, vectors.shape[^1]);
-        return x.std(0).mean().item<double>();
     }
 }

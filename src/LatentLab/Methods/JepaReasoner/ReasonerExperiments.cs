@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
+using LatentLab.Training;
 using LatentLab.Evaluation;
 using LatentLab.IO;
 using LatentLab.Models;
@@ -59,14 +60,17 @@ public static class ReasonerExperiments
         return sb.ToString();
     }
 
-    static JsonObject Acc(Proportion p) => new() { ["accuracy"] = p.Value, ["low"] = p.Low, ["high"] = p.High, ["correct"] = p.Successes, ["n"] = p.Trials };
+    public const string JepaArm = "jepa-reasoner", CoupledArm = "coupled-baseline";
 
-    static void Write(ReasonerOptions o, string report, JsonObject results)
-    {
-        Directory.CreateDirectory(o.OutDir);
-        AtomicFile.WriteAllText(Path.Combine(o.OutDir, "report.md"), report);
-        AtomicFile.WriteAllText(Path.Combine(o.OutDir, "results.json"), results.ToJsonString(ReasonerOptions.Json) + "\n");
-    }
+    /// <summary>The two arms every experiment compares, graded on the same problems (JEPA-Reasoner − coupled is the paired difference).</summary>
+    static IReadOnlyList<Arm> Arms(IReadOnlyList<GradedItem> jepa, IReadOnlyList<GradedItem> coupled, string talker, string suffix = "", string notes = "") =>
+    [
+        Arm.Graded(JepaArm + suffix, $"JEPA-Reasoner + {talker} Talker", ArmRole.Method, jepa.Select(g => g.Correct).ToList(), notes: notes),
+        Arm.Graded(CoupledArm + suffix, "the same pre-trained transformer trained on as an LM", ArmRole.Reference, coupled.Select(g => g.Correct).ToList(), notes: notes),
+    ];
+
+    static ExperimentResult Write(ReasonerOptions o, string report, JsonObject results) =>
+        new(Path.GetFullPath(o.OutDir), StudyFiles.Write(o.OutDir, report, results), results);
 
     // ----------------------------------------------------------------------------------------------------------------
     // Tree search
@@ -89,15 +93,18 @@ public static class ReasonerExperiments
         using var reasoner = Reasoner.Load(o.ModelDir(ReasonerPhases.Sst));
         using var talker = Talker.Load(o.ModelDir(ReasonerPhases.TalkerPhase));
         using var baseline = Checkpoints.Load(o.ModelDir(ReasonerPhases.Baseline));
-        var jepa = ReasonerEval.Accuracy(ReasonerEval.GradePipeline(reasoner, talker, data, test));
-        var coupled = ReasonerEval.Accuracy(ReasonerEval.GradeBaseline(baseline, data, test));
+        var study = new Study("tree search", Arms(ReasonerEval.GradePipeline(reasoner, talker, data, test), ReasonerEval.GradeBaseline(baseline, data, test), o.Talker))
+        {
+            Pairs = [(JepaArm, CoupledArm)],
+        };
+        var (jepa, coupled) = (study.Get(JepaArm).Accuracy, study.Get(CoupledArm).Accuracy);
         log.WriteLine($"tree-search: JEPA-Reasoner + {o.Talker} Talker {jepa}; coupled baseline {coupled}");
 
         var mixed = MixedLatents(reasoner, data, test.Take(Math.Min(200, test.Count)).ToList(), Path.Combine(o.OutDir, "latents_pca.png"));
         var results = new JsonObject
         {
             ["experiment"] = "tree-search", ["task"] = data.Name, ["options"] = o.ToJson(),
-            ["jepa_reasoner"] = Acc(jepa), ["coupled_baseline"] = Acc(coupled), ["mixed_latents"] = mixed.ToJson(),
+            ["study"] = study.ToJson(), ["mixed_latents"] = mixed.ToJson(),
             ["reasoner_parameters"] = reasoner.Model.ParameterCount(), ["talker_parameters"] = talker.parameters().Sum(p => p.numel()),
             ["seconds"] = sw.Elapsed.TotalSeconds,
         };
@@ -109,11 +116,10 @@ public static class ReasonerExperiments
             ({talker.parameters().Sum(p => p.numel()):N0} parameters). Coupled baseline: the same pre-trained transformer trained on as an LM on
             the same batches for as many steps as SST. Greedy decoding; answers checked by the task's exact verifier; Wilson 95% intervals.
 
-            | model | verified accuracy on {test.Count} held-out trees |
-            |---|---|
-            | JEPA-Reasoner + {o.Talker} Talker | {jepa} |
-            | coupled baseline (same transformer, LM) | {coupled} |
+            Verified accuracy on {test.Count} held-out trees:
 
+            {study.ArmsTable()}
+            {study.PairedTable()}
             ## Mixed latents
 
             {mixed.ToMarkdown()}
@@ -125,8 +131,7 @@ public static class ReasonerExperiments
             {PhaseTable(phases)}
             Total time {sw.Elapsed.TotalSeconds:F0} s. Metrics per phase: `<phase>/train/metrics.jsonl` (SST logs eval_effective_rank and eval_dim_std).
             """);
-        Write(o, report, results);
-        return new ExperimentResult(Path.GetFullPath(o.OutDir), Path.GetFullPath(Path.Combine(o.OutDir, "report.md")), results);
+        return Write(o, report, results);
     }
 
     /// <summary>The mixed-latent statistics of the tree experiment.</summary>
@@ -239,15 +244,27 @@ public static class ReasonerExperiments
         using var talker = Talker.Load(o.ModelDir(ReasonerPhases.TalkerPhase));
         using var baseline = Checkpoints.Load(o.ModelDir(ReasonerPhases.Baseline));
         var rows = new List<(double Rate, Proportion Jepa, Proportion Coupled)>();
+        IReadOnlyList<Arm>? clean = null;
         foreach (var rate in rates)
         {
             // The same seed at every rate: the same clean problems, only the corruption differs.
             var test = data.Test(evalProblems, o.Seed + 77, new CfgFamily(rate));
-            var j = ReasonerEval.Accuracy(ReasonerEval.GradePipeline(reasoner, talker, data, test));
-            var b = ReasonerEval.Accuracy(ReasonerEval.GradeBaseline(baseline, data, test));
+            var arms = Arms(ReasonerEval.GradePipeline(reasoner, talker, data, test), ReasonerEval.GradeBaseline(baseline, data, test), o.Talker);
+            clean ??= arms;
+            var (j, b) = (arms[0].Accuracy!.Value, arms[1].Accuracy!.Value);
             rows.Add((rate, j, b));
             log.WriteLine(Inv($"cfg-noise {rate:P0}: JEPA-Reasoner {j}; coupled baseline {b}"));
         }
+        // The arms at the first rate (0: clean) are the study; the rates are a knob swept over both.
+        var study = new Study("cfg noise", clean!)
+        {
+            Pairs = [(JepaArm, CoupledArm)],
+            Sweeps =
+            [
+                new ScaleSweep(JepaArm, "token noise", rows.Select(x => new SweepPoint(x.Rate, x.Jepa)).ToList()),
+                new ScaleSweep(CoupledArm, "token noise", rows.Select(x => new SweepPoint(x.Rate, x.Coupled)).ToList()),
+            ],
+        };
         double j0 = rows[0].Jepa.Value, b0 = rows[0].Coupled.Value;
         double Norm(double v, double at0) => at0 > 0 ? v / at0 : double.NaN;
         ReasonerPlots.NoiseCurves(Path.Combine(o.OutDir, "cfg_noise.png"), rows.Select(x => x.Rate).ToArray(),
@@ -259,10 +276,10 @@ public static class ReasonerExperiments
         var results = new JsonObject
         {
             ["experiment"] = "cfg-noise", ["task"] = data.Name, ["options"] = o.ToJson(), ["seconds"] = sw.Elapsed.TotalSeconds,
-            ["rates"] = new JsonArray(rows.Select(x => (JsonNode)new JsonObject
+            ["study"] = study.ToJson(),
+            ["normalised"] = new JsonArray(rows.Select(x => (JsonNode)new JsonObject
             {
-                ["noise"] = x.Rate, ["jepa_reasoner"] = Acc(x.Jepa), ["coupled_baseline"] = Acc(x.Coupled),
-                ["jepa_normalised"] = Norm(x.Jepa.Value, j0), ["coupled_normalised"] = Norm(x.Coupled.Value, b0),
+                ["noise"] = x.Rate, ["jepa_normalised"] = Norm(x.Jepa.Value, j0), ["coupled_normalised"] = Norm(x.Coupled.Value, b0),
             }).ToArray()),
         };
         var report = Inv($"""
@@ -273,6 +290,12 @@ public static class ReasonerExperiments
             = accuracy at r / accuracy at 0. {evalProblems} held-out problems per rate (the same clean problems at every rate);
             Wilson 95% intervals.
 
+            Clean prefixes (r = 0):
+
+            {study.ArmsTable()}
+            {study.PairedTable()}
+            Under noise:
+
             {table}
             ![normalised accuracy under token noise](cfg_noise.png)
 
@@ -281,8 +304,7 @@ public static class ReasonerExperiments
             {PhaseTable(phases)}
             Total time {sw.Elapsed.TotalSeconds:F0} s.
             """);
-        Write(o, report, results);
-        return new ExperimentResult(Path.GetFullPath(o.OutDir), Path.GetFullPath(Path.Combine(o.OutDir, "report.md")), results);
+        return Write(o, report, results);
     }
 
     // ----------------------------------------------------------------------------------------------------------------
@@ -297,8 +319,8 @@ public static class ReasonerExperiments
     public static ExperimentResult Gsm8k(ReasonerOptions o, string? testFile = null, IReadOnlyList<int>? shots = null, int maxTest = 200, TextWriter? log = null)
     {
         log ??= Console.Out;
-        shots ??= [0, 5, 8];
-        if (o.TrainFile is null) throw new ArgumentException("gsm8k needs --train FILE (GSM8K jsonl)");
+        shots = (shots ?? [0, 5, 8]).Distinct().ToList();
+        if (o.TrainFile is null) throw new ArgumentException("gsm8k needs a training file (TrainFile: GSM8K jsonl)");
         var all = Gsm8kReasonerData.Load(o.TrainFile);
         IReadOnlyList<MathExample> testExamples;
         if (testFile is null)
@@ -317,7 +339,7 @@ public static class ReasonerExperiments
         using var reasoner = Reasoner.Load(o.ModelDir(ReasonerPhases.Sst));
         using var talker = Talker.Load(o.ModelDir(ReasonerPhases.TalkerPhase));
         using var baseline = Checkpoints.Load(o.ModelDir(ReasonerPhases.Baseline));
-        var rows = new List<(int K, Proportion Jepa, Proportion Coupled, int PromptChars)>();
+        var arms = new List<Arm>();
         var samples = new JsonArray();
         foreach (int k in shots)
         {
@@ -326,8 +348,9 @@ public static class ReasonerExperiments
             var xs = testExamples.Select(e => data.Example(e, data.TrainExamples.OrderBy(_ => rng.Next()).Take(k).ToList())).ToList();
             var jg = ReasonerEval.GradePipeline(reasoner, talker, data, xs, batchSize: 8);
             var bg = ReasonerEval.GradeBaseline(baseline, data, xs, batchSize: 8);
-            var (j, b) = (ReasonerEval.Accuracy(jg), ReasonerEval.Accuracy(bg));
-            rows.Add((k, j, b, (int)xs.Average(x => x.Prompt.Length)));
+            var pair = Arms(jg, bg, o.Talker, $" {k}-shot", Inv($"{k} shots; mean prompt {(int)xs.Average(x => x.Prompt.Length)} tokens"));
+            arms.AddRange(pair);
+            var (j, b) = (pair[0].Accuracy, pair[1].Accuracy);
             // What each model said, with the answer the grader extracted: accuracy on free text needs eyes on it.
             foreach (var (who, graded) in new[] { ("jepa_reasoner", jg), ("coupled_baseline", bg) })
                 foreach (var g in graded)
@@ -338,13 +361,19 @@ public static class ReasonerExperiments
                 }
             log.WriteLine($"gsm8k {k}-shot: JEPA-Reasoner {j}; coupled baseline {b}");
         }
-        var table = new StringBuilder("| shots | mean prompt tokens | JEPA-Reasoner accuracy | coupled accuracy |\n|---|---|---|---|\n");
-        foreach (var (k, j, b, len) in rows) table.AppendLine(Inv($"| {k} | {len} | {j} | {b} |"));
+        // Every (model, shot count) answered the same test questions: one study, the shot count a knob swept over both models.
+        var study = new Study("gsm8k few-shot", arms)
+        {
+            Pairs = shots.Select(k => ($"{JepaArm} {k}-shot", $"{CoupledArm} {k}-shot")).ToList(),
+            Sweeps = new[] { JepaArm, CoupledArm }.Select(m => new ScaleSweep(m, "shots",
+                shots.Select(k => new SweepPoint(k, At(m, k))).ToList())).ToList(),
+        };
+        Proportion At(string model, int k) => arms.First(a => a.Name == $"{model} {k}-shot").Accuracy!.Value;
         var results = new JsonObject
         {
             ["experiment"] = "gsm8k", ["train_file"] = Path.GetFullPath(o.TrainFile), ["test_file"] = testFile is null ? null : Path.GetFullPath(testFile),
             ["test_examples"] = testExamples.Count, ["options"] = o.ToJson(), ["seconds"] = sw.Elapsed.TotalSeconds,
-            ["shots"] = new JsonArray(rows.Select(x => (JsonNode)new JsonObject { ["k"] = x.K, ["jepa_reasoner"] = Acc(x.Jepa), ["coupled_baseline"] = Acc(x.Coupled) }).ToArray()),
+            ["study"] = study.ToJson(),
         };
         AtomicFile.WriteAllText(Path.Combine(o.OutDir, "outputs.json"), samples.ToJsonString(ReasonerOptions.Json) + "\n");
         var report = Inv($"""
@@ -355,13 +384,13 @@ public static class ReasonerExperiments
             training examples precede each question; the answer after '####' (else the last number) is compared numerically.
             Wilson 95% intervals. Every output with its extracted answer: `outputs.json`.
 
-            {table}
+            {study.ArmsTable()}
+            {study.PairedTable()}
             ## Training
 
             {PhaseTable(phases)}
             Total time {sw.Elapsed.TotalSeconds:F0} s.
             """);
-        Write(o, report, results);
-        return new ExperimentResult(Path.GetFullPath(o.OutDir), Path.GetFullPath(Path.Combine(o.OutDir, "report.md")), results);
+        return Write(o, report, results);
     }
 }

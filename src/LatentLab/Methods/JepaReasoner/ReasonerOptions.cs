@@ -72,7 +72,7 @@ public sealed record ReasonerOptions
     /// </summary>
     public ReasonerOptions Scaled(double scale)
     {
-        if (!(scale > 0) || !double.IsFinite(scale)) throw new ArgumentException($"--scale must be a positive number (got {scale})");
+        if (!(scale > 0) || !double.IsFinite(scale)) throw new ArgumentException($"scale must be a positive number (got {scale})");
         if (scale == 1) return this;
         int Width(int h, int heads) => Math.Max(2 * heads, (int)Math.Round(h * Math.Sqrt(scale) / (2 * heads)) * 2 * heads);
         long S(long s) => Math.Max(1, (long)Math.Round(s * scale));

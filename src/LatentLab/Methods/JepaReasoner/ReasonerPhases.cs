@@ -1,5 +1,5 @@
-using System.Diagnostics;
 using System.Text.Json.Nodes;
+using LatentLab.Evaluation;
 using LatentLab.Models;
 using LatentLab.Tasks;
 using LatentLab.Tensors;
@@ -8,9 +8,6 @@ using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
 namespace LatentLab.Methods.JepaReasoner;
-
-/// <summary>How one phase ended: where its result is and what the trainer reported.</summary>
-public sealed record PhaseResult(string Phase, string ModelDir, TrainResult Train, double Seconds);
 
 /// <summary>
 /// The three phases of JEPA-Reasoner training plus the coupled baseline, each one Trainer run (resumable: a killed
@@ -32,7 +29,7 @@ public static class ReasonerPhases
     {
         if (o.Task.Trim().Equals("gsm8k", StringComparison.OrdinalIgnoreCase))
         {
-            if (o.TrainFile is null) throw new ArgumentException("task gsm8k needs a training file (--train FILE in GSM8K jsonl format)");
+            if (o.TrainFile is null) throw new ArgumentException("task gsm8k needs a training file (TrainFile: GSM8K jsonl)");
             var all = Gsm8kReasonerData.Load(o.TrainFile);
             if (o.HoldOut < 0 || o.HoldOut >= all.Count) throw new ArgumentException($"{o.TrainFile}: cannot hold out {o.HoldOut} of {all.Count} examples");
             return Gsm8kReasonerData.FromExamples(Path.GetFileName(o.TrainFile), all.Take(all.Count - o.HoldOut).ToList());
@@ -61,6 +58,18 @@ public static class ReasonerPhases
     static JsonObject RunConfig(ReasonerOptions o, string phase, ComputeChoice compute) =>
         new() { ["phase"] = phase, ["reasoner"] = o.ToJson(), ["compute"] = compute.ToJson() };
 
+    /// <summary>A phase of this run folder: its trainer settings, and the resolved options and compute choice for config.json.</summary>
+    static TrainingPhase Phase(ReasonerOptions o, string phase, long steps, double lr, ComputeChoice compute, double weightDecay = 0.1) =>
+        new(phase, TrainerFor(o, phase, steps, lr, weightDecay), RunConfig(o, phase, compute));
+
+    /// <summary>What every phase does first: check the options, load the native library, build the data.</summary>
+    static IReasonerData Begin(ReasonerOptions o)
+    {
+        o.Validate();
+        TorchRuntime.Initialize();
+        return Data(o);
+    }
+
     /// <summary>The phase's compute dtype by the library's policy (kept from its config.json when resumed).</summary>
     static ComputeChoice UseCompute(ReasonerOptions o, string phase, DecoderLM model, TextWriter? log) =>
         ComputePolicy.Apply(o.Compute, model, Path.Combine(o.PhaseDir(phase), "train", "config.json"), log);
@@ -84,24 +93,15 @@ public static class ReasonerPhases
     /// <summary>Phase 1: the Reasoner as an ordinary LM (L2 off).</summary>
     public static PhaseResult RunPretrain(ReasonerOptions o, TextWriter? log = null, CancellationToken cancel = default)
     {
-        o.Validate();
-        TorchRuntime.Initialize();
-        var data = Data(o);
+        var data = Begin(o);
         var config = Reasoner.ModelConfig(data.Tokenizer, o.Hidden, o.Layers, o.Heads, 4096);
         TorchRuntime.Seed(o.Seed);
         using var model = new DecoderLM(config);
         var compute = UseCompute(o, Pretrain, model, log);
         var trainable = new Trainable(model, (step, micro) => LmLoss(model, data.Train(Seeds.For(o.Seed, step, micro), o.BatchSize), Pad(data)));
-        var trainer = new Trainer(TrainerFor(o, Pretrain, o.PretrainSteps, o.PretrainLr), RunConfig(o, Pretrain, compute), log)
-        {
-            Evaluate = _ => LmEval(model, data, o.Seed),
-        };
-        var sw = Stopwatch.StartNew();
-        var result = trainer.Run(trainable, cancel);
-        var dir = o.ModelDir(Pretrain);
-        new Reasoner(model, new ReasonerSettings { L2 = false, InputScale = Reasoner.MeanEmbeddingNorm(model), LatentSteps = data.MaxContinuation })
-            .Save(dir, data.Tokenizer);
-        return new PhaseResult(Pretrain, Path.GetFullPath(dir), result, sw.Elapsed.TotalSeconds);
+        var phase = Phase(o, Pretrain, o.PretrainSteps, o.PretrainLr, compute) with { Evaluate = _ => LmEval(model, data, o.Seed) };
+        var settings = new ReasonerSettings { L2 = false, InputScale = Reasoner.MeanEmbeddingNorm(model), LatentSteps = data.MaxContinuation };
+        return phase.Run(trainable, dir => new Reasoner(model, settings).Save(dir, data.Tokenizer), o.ModelDir(Pretrain), log, cancel);
     }
 
     /// <summary>Teacher-forced next-token accuracy on a fixed held-out-seed batch (training distribution).</summary>
@@ -115,9 +115,7 @@ public static class ReasonerPhases
     /// <summary>Phase 2: self-supervised training of the latent loop against an EMA target encoder.</summary>
     public static PhaseResult RunSst(ReasonerOptions o, TextWriter? log = null, CancellationToken cancel = default)
     {
-        o.Validate();
-        TorchRuntime.Initialize();
-        var data = Data(o);
+        var data = Begin(o);
         var src = o.ModelDir(Pretrain);
         using var online = LoadPretrained(src);
         var compute = UseCompute(o, Sst, online, log);
@@ -128,26 +126,24 @@ public static class ReasonerPhases
         var reasoner = new Reasoner(online, settings);
         var targetReasoner = new Reasoner(target, settings);
         using var ema = Ema.IntoTarget(online, target);
+        // JEPA-Reasoner holds the momentum fixed; the schedule is where a rising one (I-JEPA's 0.996 → 1) would go.
+        var momentum = new EmaSchedule(o.Momentum, o.Momentum);
 
         var trainable = new Trainable(online,
             (step, micro) => SstLoss(reasoner, targetReasoner, data.Train(Seeds.For(o.Seed + 1, step, micro), o.BatchSize), Pad(data), o.LossScale),
-            afterStep: _ => ema.Update(online, o.Momentum),
+            afterStep: step => ema.Update(online, momentum.At(step, o.SstSteps)),
             extraState: () => ema.State("target."));
         var evalSet = data.Train(Seeds.For(o.Seed ^ 0x5EED, -2), 64);
-        var trainer = new Trainer(TrainerFor(o, Sst, o.SstSteps, o.SstLr, weightDecay: 0.0), RunConfig(o, Sst, compute), log)
+        var phase = Phase(o, Sst, o.SstSteps, o.SstLr, compute, weightDecay: 0.0) with
         {
             Evaluate = _ => SstEval(reasoner, targetReasoner, evalSet, Pad(data), o.LossScale),
         };
-        var sw = Stopwatch.StartNew();
-        var result = trainer.Run(trainable, cancel);
-        var dir = o.ModelDir(Sst);
-        reasoner.Save(dir, data.Tokenizer);
-        return new PhaseResult(Sst, Path.GetFullPath(dir), result, sw.Elapsed.TotalSeconds);
+        return phase.Run(trainable, dir => reasoner.Save(dir, data.Tokenizer), o.ModelDir(Sst), log, cancel);
     }
 
     static DecoderLM LoadPretrained(string dir)
     {
-        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir} not found: run `latentlab reasoner pretrain` with the same --out first");
+        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir} not found: run the reasoner pretrain phase into the same run folder first");
         var m = Checkpoints.Load(dir);
         m.train();
         return m;
@@ -201,19 +197,17 @@ public static class ReasonerPhases
             ["loss_teacher_forced"] = tf.item<float>(),
             ["chain_cos"] = cos,
             ["chain_readout_acc"] = acc,
-            ["effective_rank"] = SstMath.EffectiveRank(valid),
-            ["dim_std"] = SstMath.MeanDimStd(valid),
+            ["effective_rank"] = LatentMetrics.EffectiveRank(valid),
+            ["dim_std"] = LatentMetrics.MeanDimensionStd(valid),
         };
     }
 
     /// <summary>Phase 3: the Reasoner frozen, a Talker trained to say the continuation from the Reasoner's own chains.</summary>
     public static PhaseResult RunTalker(ReasonerOptions o, TextWriter? log = null, CancellationToken cancel = default)
     {
-        o.Validate();
-        TorchRuntime.Initialize();
-        var data = Data(o);
+        var data = Begin(o);
         var srcDir = o.ModelDir(Sst);
-        if (!Directory.Exists(srcDir)) throw new DirectoryNotFoundException($"{srcDir} not found: run `latentlab reasoner sst` with the same --out first");
+        if (!Directory.Exists(srcDir)) throw new DirectoryNotFoundException($"{srcDir} not found: run the reasoner sst phase into the same run folder first");
         using var reasoner = Reasoner.Load(srcDir);
         var compute = UseCompute(o, TalkerPhase, reasoner.Model, log);
         foreach (var p in reasoner.Model.parameters()) p.requires_grad = false;
@@ -238,12 +232,7 @@ public static class ReasonerPhases
             using var lat = chains.index_select(0, idxT);
             return TalkerLoss(talker, lat, idx.Select(i => pool[i]).ToList(), Pad(data));
         });
-        var trainer = new Trainer(TrainerFor(o, TalkerPhase, o.TalkerSteps, o.TalkerLr), RunConfig(o, TalkerPhase, compute), log);
-        var sw = Stopwatch.StartNew();
-        var result = trainer.Run(trainable, cancel);
-        var dir = o.ModelDir(TalkerPhase);
-        talker.Save(dir);
-        return new PhaseResult(TalkerPhase, Path.GetFullPath(dir), result, sw.Elapsed.TotalSeconds);
+        return Phase(o, TalkerPhase, o.TalkerSteps, o.TalkerLr, compute).Run(trainable, talker.Save, o.ModelDir(TalkerPhase), log, cancel);
     }
 
     /// <summary>The Reasoner's latent chains [N, LatentSteps, D] for examples, in chunks, without gradients.</summary>
@@ -265,44 +254,29 @@ public static class ReasonerPhases
     public static TrainLoss TalkerLoss(Talker talker, Tensor latents, IReadOnlyList<ReasonerExample> xs, int pad)
     {
         int start = talker.Config.Decoder.BosTokenId ?? throw new InvalidOperationException("talker config has no bos token");
-        int b = xs.Count, t = xs.Max(x => x.Continuation.Length);
-        var ids = new long[b * t]; var tgt = new long[b * t];
-        long n = 0;
-        for (int i = 0; i < b; i++)
+        // Input j is the start token then the continuation shifted by one; target j is continuation token j.
+        int t = xs.Max(x => x.Continuation.Length);
+        var (ids, inputMask) = TokenBatch.RightPad(xs.Select(x => x.Continuation.Prepend(start).Take(t).ToArray()).ToList(), pad);
+        var (targets, scored) = TokenBatch.RightPad(xs.Select(x => x.Continuation).ToList(), -100);
+        using (ids)
+        using (inputMask)
+        using (targets)
+        using (scored)
         {
-            var c = xs[i].Continuation;
-            for (int j = 0; j < t; j++)
-            {
-                ids[i * t + j] = j == 0 ? start : j - 1 < c.Length ? c[j - 1] : pad;
-                tgt[i * t + j] = j < c.Length ? c[j] : -100;
-                if (j < c.Length) n++;
-            }
+            using var logits = talker.Logits(latents, ids);
+            var loss = F.cross_entropy(logits.reshape(-1, logits.shape[^1]), targets.view(-1), ignore_index: -100);
+            return new TrainLoss(loss, scored.sum().item<long>());
         }
-        using var idsT = tensor(ids).view(b, t);
-        using var tgtT = tensor(tgt).view(b, t);
-        using var logits = talker.Logits(latents, idsT);
-        var loss = F.cross_entropy(logits.reshape(-1, logits.shape[^1]), tgtT.view(-1), ignore_index: -100);
-        return new TrainLoss(loss, n);
     }
 
     /// <summary>The coupled baseline: the pre-trained transformer trained on as an LM, on SST's batches, for SST's steps.</summary>
     public static PhaseResult RunBaseline(ReasonerOptions o, TextWriter? log = null, CancellationToken cancel = default)
     {
-        o.Validate();
-        TorchRuntime.Initialize();
-        var data = Data(o);
+        var data = Begin(o);
         using var model = LoadPretrained(o.ModelDir(Pretrain));
         var compute = UseCompute(o, Baseline, model, log);
         var trainable = new Trainable(model, (step, micro) => LmLoss(model, data.Train(Seeds.For(o.Seed + 1, step, micro), o.BatchSize), Pad(data)));
-        var trainer = new Trainer(TrainerFor(o, Baseline, o.SstSteps, o.SstLr), RunConfig(o, Baseline, compute), log)
-        {
-            Evaluate = _ => LmEval(model, data, o.Seed),
-        };
-        var sw = Stopwatch.StartNew();
-        var result = trainer.Run(trainable, cancel);
-        var dir = o.ModelDir(Baseline);
-        Checkpoints.Save(model, dir);
-        data.Tokenizer.Save(dir);
-        return new PhaseResult(Baseline, Path.GetFullPath(dir), result, sw.Elapsed.TotalSeconds);
+        var phase = Phase(o, Baseline, o.SstSteps, o.SstLr, compute) with { Evaluate = _ => LmEval(model, data, o.Seed) };
+        return phase.Run(trainable, dir => { Checkpoints.Save(model, dir); data.Tokenizer.Save(dir); }, o.ModelDir(Baseline), log, cancel);
     }
 }

@@ -1,14 +1,14 @@
+using LatentLab.Evaluation;
 using ScottPlot;
 
 namespace LatentLab.Methods.JepaReasoner;
 
-/// <summary>The experiments' PNG plots (ScottPlot 5).</summary>
+/// <summary>The experiments' own PNG plots (ScottPlot 5); the standard ones are <see cref="StudyPlots"/>.</summary>
 public static class ReasonerPlots
 {
     /// <summary>Latents in their first two principal components, one colour per kind of token they should say, vocabulary directions as labels.</summary>
     public static void LatentPca(string path, double[] x, double[] y, IReadOnlyList<string> category, double[] vx, double[] vy, string[] vocab, double[] explained)
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
         var plt = new Plot();
         var palette = new ScottPlot.Palettes.Category10();
         int ci = 0;
@@ -33,33 +33,15 @@ public static class ReasonerPlots
         plt.XLabel($"PC1 ({explained[0]:P1} of variance)");
         plt.YLabel($"PC2 ({explained[1]:P1} of variance)");
         plt.ShowLegend(Alignment.UpperRight);
-        Save(plt, path, 900, 700);
+        StudyPlots.Save(plt, path, 900, 700);
     }
 
     /// <summary>Normalised accuracy against token-noise rate, both models on one plot.</summary>
     public static void NoiseCurves(string path, double[] rates, double[] jepa, double[] coupled)
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        var plt = new Plot();
         var xs = rates.Select(r => 100 * r).ToArray();
-        var a = plt.Add.Scatter(xs, jepa);
-        a.LegendText = "JEPA-Reasoner + Talker";
-        a.MarkerSize = 7;
-        var b = plt.Add.Scatter(xs, coupled);
-        b.LegendText = "coupled baseline";
-        b.MarkerSize = 7;
-        b.LinePattern = LinePattern.Dashed;
-        plt.Title("CFG completion under input token noise");
-        plt.XLabel("token noise (%)");
-        plt.YLabel("normalised accuracy (acc / acc at 0%)");
-        plt.ShowLegend(Alignment.UpperRight);
-        Save(plt, path, 800, 550);
-    }
-
-    static void Save(Plot plt, string path, int w, int h)
-    {
-        var tmp = path + ".tmp.png";
-        plt.SavePng(tmp, w, h);
-        File.Move(tmp, path, overwrite: true);
+        StudyPlots.Lines(path, "CFG completion under input token noise", "token noise (%)", "normalised accuracy (acc / acc at 0%)",
+            [new Curve("JEPA-Reasoner + Talker", xs, jepa), new Curve("coupled baseline", xs, coupled, Dashed: true)],
+            markerSize: 7, legend: Alignment.UpperRight, width: 800, height: 550);
     }
 }

@@ -49,22 +49,8 @@ public sealed record TalkerConfig(TalkerKind Kind, int LatentDim, TransformerCon
     }
 
     /// <summary>The small Llama-family decoder a Talker uses by default.</summary>
-    public static TransformerConfig DecoderConfig(int vocab, int hidden, int layers, int heads, int maxPositions, int? bos, int? eos, int? pad) => new()
-    {
-        Architecture = "LlamaForCausalLM",
-        VocabSize = vocab,
-        HiddenSize = hidden,
-        NumLayers = layers,
-        NumHeads = heads,
-        NumKvHeads = heads,
-        HeadDim = hidden / heads,
-        IntermediateSize = hidden * 3,
-        TieEmbeddings = true,
-        MaxPositions = maxPositions,
-        BosTokenId = bos,
-        EosTokenIds = eos is { } e ? new[] { e } : Array.Empty<int>(),
-        PadTokenId = pad,
-    };
+    public static TransformerConfig DecoderConfig(int vocab, int hidden, int layers, int heads, int maxPositions, int? bos, int? eos, int? pad) =>
+        TransformerConfig.Small("LlamaForCausalLM", vocab, hidden, layers, heads, 3, maxPositions, bos, eos, pad);
 }
 
 /// <summary>

@@ -1,3 +1,4 @@
+using LatentLab.Latents;
 using LatentLab.Generation;
 using LatentLab.Models;
 using LatentLab.Tasks;
@@ -37,6 +38,39 @@ public sealed record ArmTraining(int Steps = 300, int BatchSize = 64, double Lea
 
     /// <summary>Approximate training compute: forward + backward ≈ 3 forwards per token.</summary>
     public double Flops(TransformerConfig c, double seqLen) => 3.0 * Steps * BatchSize * ArmsCommon.AnswerFlops(c, seqLen);
+
+    /// <summary>Trains an arm's parameters on this budget through the one trainer; the arm keeps the trained module.</summary>
+    public TrainResult Run(string arm, ITrainable trainable, string outDir, TextWriter? log) =>
+        new TrainingPhase(arm, Trainer(outDir)).Run(trainable, save: null, modelDir: null, log ?? TextWriter.Null).Train;
+}
+
+/// <summary>
+/// What a trained arm learns from: the training samples whose teacher answer was verified, as the arm's prompt ++
+/// that answer, grouped by prompt length so that a batch needs no padding inside the prompt.
+/// </summary>
+public sealed record ArmExamples(IReadOnlyList<int> Samples, IReadOnlyList<(int[] Ids, int PromptLength)> Sequences, IReadOnlyList<int[]> Groups)
+{
+    public static ArmExamples Of(string arm, TraceFormat fmt, IReadOnlyList<TraceSample> train, Func<TaskProblem, int[]> prompt)
+    {
+        var usable = Enumerable.Range(0, train.Count).Where(i => train[i].Verified && train[i].TeacherAnswer is not null).ToList();
+        if (usable.Count == 0) throw new ArgumentException($"{arm}: no verified teacher answer among the training samples");
+        var seqs = usable.Select(i =>
+        {
+            var p = prompt(train[i].Problem);
+            return (p.Concat(ArmsCommon.AnswerIds(fmt, train[i].TeacherAnswer!)).ToArray(), p.Length);
+        }).ToList();
+        var groups = Enumerable.Range(0, seqs.Count).GroupBy(j => seqs[j].Length).Select(g => g.ToArray()).ToList();
+        return new(usable, seqs, groups);
+    }
+
+    /// <summary>The rows of update <paramref name="step"/> (indices into <see cref="Sequences"/>, one prompt length).</summary>
+    public int[] Draw(ArmTraining budget, long step) => budget.BatchIndices(Groups, step);
+
+    /// <summary>The teacher-forced batch of those rows (targets on the answer only).</summary>
+    public (Tensor Ids, Tensor Targets, Tensor Mask, long LossTokens) Batch(TraceFormat fmt, int[] rows) => fmt.Batch(rows.Select(j => Sequences[j]).ToList());
+
+    /// <summary>Where those rows came from in the training samples (to pick their states).</summary>
+    public List<int> SampleIndices(int[] rows) => rows.Select(j => Samples[j]).ToList();
 }
 
 /// <summary>Arm 1: the teacher's own explicit thinking (prompt, full trace, answer).</summary>
@@ -74,29 +108,21 @@ public static class PromptArm
 /// </summary>
 public static class DistillationBaseline
 {
-    public static DecoderLM Train(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<ShortcutSample> train, ArmTraining budget,
+    public static DecoderLM Train(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<TraceSample> train, ArmTraining budget,
         string outDir, TextWriter? log = null)
     {
-        var usable = train.Where(s => s.Verified && s.TeacherAnswer is not null).ToList();
-        if (usable.Count == 0) throw new ArgumentException("distillation: no verified teacher answer among the training samples");
-        var seqs = usable.Select(s =>
-        {
-            var prompt = fmt.PromptIds(s.Problem, false);
-            return (prompt.Concat(ArmsCommon.AnswerIds(fmt, s.TeacherAnswer!)).ToArray(), prompt.Length);
-        }).ToList();
-        var groups = Enumerable.Range(0, seqs.Count).GroupBy(i => seqs[i].Length).Select(g => g.ToArray()).ToList();
+        var examples = ArmExamples.Of("distillation", fmt, train, p => fmt.PromptIds(p, false));
         var student = ArmsCommon.CopyOf(teacher);
         student.train();
         var trainable = new Trainable(student, (step, micro) =>
         {
-            var idx = budget.BatchIndices(groups, step);
-            var (ids, targets, mask, lossTokens) = fmt.Batch(idx.Select(i => seqs[i]).ToList());
+            var (ids, targets, mask, lossTokens) = examples.Batch(fmt, examples.Draw(budget, step));
             var dev = student.Device;
             using var output = student.Forward(ids.to(dev), attentionMask: mask.to(dev));
             var loss = nn.functional.cross_entropy(output.Logits!.view(-1, student.Config.VocabSize), targets.to(dev).view(-1), ignore_index: -100);
             return new TrainLoss(loss, lossTokens);
         });
-        new Trainer(budget.Trainer(outDir), null, log ?? TextWriter.Null).Run(trainable);
+        budget.Run("distillation", trainable, outDir, log);
         student.eval();
         return student;
     }

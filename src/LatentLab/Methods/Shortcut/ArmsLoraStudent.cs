@@ -1,3 +1,4 @@
+using LatentLab.Latents;
 using LatentLab.Hooks;
 using LatentLab.Models;
 using LatentLab.Tasks;
@@ -17,36 +18,29 @@ public static class LoraStudent
 {
     public static readonly string[] AllProjections = { "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj" };
 
-    public static DecoderLM Train(DecoderLM teacher, TraceFormat fmt, string point, IReadOnlyList<ShortcutSample> train, Tensor postTrain,
+    public static DecoderLM Train(DecoderLM teacher, TraceFormat fmt, string point, IReadOnlyList<TraceSample> train, Tensor postTrain,
         ArmTraining budget, int rank, double lambda, string outDir, TextWriter? log = null)
     {
         var post = postTrain.dim() == 2 ? postTrain : postTrain.select(1, postTrain.shape[1] - 1);
-        var usable = Enumerable.Range(0, train.Count).Where(i => train[i].Verified && train[i].TeacherAnswer is not null).ToList();
-        if (usable.Count == 0) throw new ArgumentException("LoRA student: no verified teacher answer among the training samples");
-        var seqs = usable.Select(i =>
-        {
-            var prompt = ArmsCommon.ShortcutPrompt(fmt, train[i].Problem);
-            return (prompt.Concat(ArmsCommon.AnswerIds(fmt, train[i].TeacherAnswer!)).ToArray(), prompt.Length);
-        }).ToList();
-        var groups = Enumerable.Range(0, seqs.Count).GroupBy(j => seqs[j].Item2).Select(g => g.ToArray()).ToList();
+        var examples = ArmExamples.Of("LoRA student", fmt, train, p => ArmsCommon.ShortcutPrompt(fmt, p));
         var student = ArmsCommon.CopyOf(teacher);
         Lora.Attach(student, new LoraConfig(rank, 2.0 * rank, TargetModules: AllProjections));
         student.train();
         var trainable = new Trainable(student, (step, micro) =>
         {
-            var idx = budget.BatchIndices(groups, step);
-            var (ids, targets, mask, lossTokens) = fmt.Batch(idx.Select(j => seqs[j]).ToList());
+            var rows = examples.Draw(budget, step);
+            var (ids, targets, mask, lossTokens) = examples.Batch(fmt, rows);
             var dev = student.Device;
-            int pos = seqs[idx[0]].Item2 - 1;
+            int pos = examples.Sequences[rows[0]].PromptLength - 1;
             var hooks = new HookSet(new[] { HookSpec.Capture(point, Positions.At(pos)) with { Detach = false } });
             using var output = student.Forward(ids.to(dev), attentionMask: mask.to(dev), hooks: hooks);
             var ce = nn.functional.cross_entropy(output.Logits!.view(-1, student.Config.VocabSize), targets.to(dev).view(-1), ignore_index: -100);
             var h = output.Capture(point).squeeze(1).to(ScalarType.Float32);
-            var target = ArmsCommon.Rows(post, idx.Select(j => usable[j]).ToList()).to(dev).to(ScalarType.Float32);
+            var target = ArmsCommon.Rows(post, examples.SampleIndices(rows)).to(dev).to(ScalarType.Float32);
             var match = (h - target).pow(2).mean() / (target.pow(2).mean() + 1e-8);
             return new TrainLoss(ce + lambda * match, lossTokens);
         });
-        new Trainer(budget.Trainer(outDir), null, log ?? TextWriter.Null).Run(trainable);
+        budget.Run("LoRA student", trainable, outDir, log);
         Lora.Merge(student);
         student.eval();
         return student;

@@ -1,69 +1,11 @@
 using System.Globalization;
 using System.Text;
+using LatentLab.Latents;
 using LatentLab.Evaluation;
 using LatentLab.Tasks;
 using static TorchSharp.torch;
 
 namespace LatentLab.Methods.Shortcut;
-
-/// <summary>Similarity, retrieval and collapse measures over predicted and true post-states.</summary>
-public static class LatentMetrics
-{
-    /// <summary>Mean over problems and slots of cos(pred, truth); both [N, K, D] (or [N, D]).</summary>
-    public static double MeanCosine(Tensor pred, Tensor truth)
-    {
-        using var scope = NewDisposeScope();
-        return nn.functional.cosine_similarity(pred.to(ScalarType.Float64), truth.to(ScalarType.Float64), -1, 1e-12).mean().item<double>();
-    }
-
-    /// <summary>
-    /// For each prediction i, the rank of its own true post-state among all N true post-states by cosine of the
-    /// flattened [K·D] vectors (0 = nearest). Ties count half, so identical scores land at chance rather than at the top.
-    /// </summary>
-    public static double[] RetrievalRanks(Tensor pred, Tensor truth)
-    {
-        if (pred.shape[0] != truth.shape[0]) throw new ArgumentException($"retrieval: {pred.shape[0]} predictions but {truth.shape[0]} true states");
-        using var scope = NewDisposeScope();
-        long n = pred.shape[0];
-        var p = nn.functional.normalize(pred.reshape(n, -1).to(ScalarType.Float64), dim: 1);
-        var t = nn.functional.normalize(truth.reshape(n, -1).to(ScalarType.Float64), dim: 1);
-        var sim = p.matmul(t.t());
-        var own = sim.diagonal().unsqueeze(1);
-        var self = eye(n, dtype: ScalarType.Bool).logical_not();
-        var greater = sim.gt(own).logical_and(self).sum(1).to(ScalarType.Float64);
-        var ties = sim.eq(own).logical_and(self).sum(1).to(ScalarType.Float64);
-        return (greater + 0.5 * ties).data<double>().ToArray();
-    }
-
-    /// <summary>Share of problems whose true post-state is among the k nearest.</summary>
-    public static double TopK(double[] ranks, int k) => ranks.Length == 0 ? double.NaN : ranks.Count(r => r < k) / (double)ranks.Length;
-
-    /// <summary>Per-dimension std over all problems and slots of x [N, K, D] or [N, D] (D entries).</summary>
-    public static double[] PerDimensionStd(Tensor x)
-    {
-        using var scope = NewDisposeScope();
-        var flat = x.reshape(-1, x.shape[^1]).to(ScalarType.Float64);
-        return flat.std(0).data<double>().ToArray();
-    }
-
-    /// <summary>
-    /// exp(entropy of σ / Σσ) over the singular values of x [N, F] (Roy &amp; Vetterli): F equal directions give F, one direction
-    /// gives 1. Centred by default, so a shared offset does not count as a direction.
-    /// </summary>
-    public static double EffectiveRank(Tensor x, bool center = true)
-    {
-        if (x.dim() != 2) throw new ArgumentException($"effective rank needs [N, F], got [{string.Join(",", x.shape)}]");
-        using var scope = NewDisposeScope();
-        var m = x.to(ScalarType.Float64);
-        if (center) m = m - m.mean([0], keepdim: true);
-        var s = linalg.svdvals(m);
-        double total = s.sum().item<double>();
-        if (total <= 0) return 0;
-        var p = s / total;
-        var nz = p.masked_select(p.gt(0));
-        return Math.Exp(-(nz * nz.log()).sum().item<double>());
-    }
-}
 
 /// <summary>Pre-states of problems and of their edited twins (row i of one is the twin of row i of the other).</summary>
 public sealed record TwinSet(EditKind Kind, Tensor PreOriginal, Tensor PreEdited);
@@ -177,8 +119,8 @@ public static class ShortcutDiagnostics
     /// the stability numbers.
     /// </summary>
     public static ShortcutDiagnosticsResult Compute(LatentPredictor predictor,
-        Tensor preTrain, Tensor postTrain, IReadOnlyList<ShortcutSample>? trainSamples,
-        Tensor preTest, Tensor postTest, IReadOnlyList<ShortcutSample>? testSamples,
+        Tensor preTrain, Tensor postTrain, IReadOnlyList<TraceSample>? trainSamples,
+        Tensor preTest, Tensor postTest, IReadOnlyList<TraceSample>? testSamples,
         IReadOnlyList<TwinSet>? twins = null, DiagnosticsOptions? options = null)
     {
         var o = options ?? new DiagnosticsOptions();

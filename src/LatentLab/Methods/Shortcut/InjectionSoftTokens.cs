@@ -1,3 +1,4 @@
+using LatentLab.Latents;
 using LatentLab.Generation;
 using LatentLab.Models;
 using LatentLab.Tasks;
@@ -40,17 +41,10 @@ public sealed class SoftTokenProjection : nn.Module<Tensor, Tensor>
 /// </summary>
 public static class SoftTokenInjection
 {
-    public static SoftTokenProjection Train(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<ShortcutSample> train, Tensor hatTrain,
+    public static SoftTokenProjection Train(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<TraceSample> train, Tensor hatTrain,
         ArmTraining budget, string outDir, TextWriter? log = null)
     {
-        var usable = Enumerable.Range(0, train.Count).Where(i => train[i].Verified && train[i].TeacherAnswer is not null).ToList();
-        if (usable.Count == 0) throw new ArgumentException("soft tokens: no verified teacher answer among the training samples");
-        var seqs = usable.Select(i =>
-        {
-            var prompt = ArmsCommon.ShortcutPrompt(fmt, train[i].Problem);
-            return (prompt.Concat(ArmsCommon.AnswerIds(fmt, train[i].TeacherAnswer!)).ToArray(), prompt.Length);
-        }).ToList();
-        var groups = Enumerable.Range(0, seqs.Count).GroupBy(j => seqs[j].Item2).Select(g => g.ToArray()).ToList();
+        var examples = ArmExamples.Of("soft tokens", fmt, train, p => ArmsCommon.ShortcutPrompt(fmt, p));
         var proj = new SoftTokenProjection(teacher.Config.HiddenSize);
         proj.to(teacher.Device);
         var restore = ArmsCommon.Freeze(teacher);
@@ -58,16 +52,16 @@ public static class SoftTokenInjection
         {
             var trainable = new Trainable(proj, (step, micro) =>
             {
-                var idx = budget.BatchIndices(groups, step);
-                var (ids, targets, mask, lossTokens) = fmt.Batch(idx.Select(j => seqs[j]).ToList());
-                var hat = ArmsCommon.Rows(hatTrain, idx.Select(j => usable[j]).ToList()).to(teacher.Device);
-                int p = seqs[idx[0]].Item2 - 1; // prompt length without the closing marker
+                var rows = examples.Draw(budget, step);
+                var (ids, targets, mask, lossTokens) = examples.Batch(fmt, rows);
+                var hat = ArmsCommon.Rows(hatTrain, examples.SampleIndices(rows)).to(teacher.Device);
+                int p = examples.Sequences[rows[0]].PromptLength - 1; // prompt length without the closing marker
                 var (emb, tgt, m) = Splice(teacher, ids.to(teacher.Device), targets.to(teacher.Device), mask.to(teacher.Device), proj.forward(hat), p);
                 using var output = teacher.Forward(inputEmbeds: emb, attentionMask: m);
                 var loss = nn.functional.cross_entropy(output.Logits!.view(-1, teacher.Config.VocabSize), tgt.view(-1), ignore_index: -100);
                 return new TrainLoss(loss, lossTokens);
             });
-            new Trainer(budget.Trainer(outDir), null, log ?? TextWriter.Null).Run(trainable);
+            budget.Run("soft tokens", trainable, outDir, log);
         }
         finally { restore(); }
         proj.eval();

@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using LatentLab.Evaluation;
 using LatentLab.Tensors;
 using LatentLab.Training;
 using TorchSharp;
@@ -168,21 +169,20 @@ public static class PredictorTraining
             return new TrainLoss(loss, cfg.BatchSize);
         }, objective.AfterStep);
 
-        var trainer = new Trainer(new TrainerConfig
+        var phase = new TrainingPhase("predictor", new TrainerConfig
         {
             Steps = cfg.Steps, LearningRate = cfg.LearningRate, WarmupSteps = Math.Min(cfg.WarmupSteps, cfg.Steps),
             WeightDecay = cfg.WeightDecay, EvalEvery = cfg.EvalEvery, CheckpointEvery = cfg.CheckpointEvery,
             LogEvery = Math.Max(1, Math.Min(50, cfg.Steps / 10)), Seed = cfg.Seed, OutDir = outDir, ProgressBar = progressBar,
-        }, RunConfig(cfg, preTrain, preVal), log)
+        }, RunConfig(cfg, preTrain, preVal))
         {
             Evaluate = _ => ValidationMetrics(objective, zPreVal, zPostVal),
         };
-        var result = trainer.Run(trainable);
-        var dir = Path.Combine(trainer.RunDir, PredictorFolder);
-        predictor.Save(dir);
+        var runDir = Path.GetFullPath(outDir);
+        var result = phase.Run(trainable, predictor.Save, Path.Combine(runDir, PredictorFolder), log);
         // The projectors are training-only; the predictor lives on for the caller.
         objective.DisposeProjectors();
-        return new PredictorRun(trainer.RunDir, dir, predictor, result);
+        return new PredictorRun(runDir, result.ModelDir, predictor, result.Train);
     }
 
     static JsonObject RunConfig(PredictorConfig cfg, Tensor preTrain, Tensor preVal) => new()

@@ -1,3 +1,4 @@
+using LatentLab.Latents;
 using static TorchSharp.torch;
 
 namespace LatentLab.Methods.Shortcut;
@@ -36,11 +37,11 @@ public static class Probes
     /// Probe targets from the problems' intermediates: "s{step}.{name}" for every value present in all problems, with
     /// between 2 and <paramref name="maxClasses"/> distinct values on the train set (wide bitmasks are left out).
     /// </summary>
-    public static IReadOnlyList<ProbeTarget> FromIntermediates(IReadOnlyList<ShortcutSample> train, IReadOnlyList<ShortcutSample> test,
+    public static IReadOnlyList<ProbeTarget> FromIntermediates(IReadOnlyList<TraceSample> train, IReadOnlyList<TraceSample> test,
         int maxClasses = 32, int maxTargets = 64)
     {
         if (train.Count == 0 || test.Count == 0) return [];
-        static Dictionary<string, int> Flat(ShortcutSample s)
+        static Dictionary<string, int> Flat(TraceSample s)
         {
             var d = new Dictionary<string, int>(StringComparer.Ordinal);
             var steps = s.Problem.Intermediates;

@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using LatentLab.Evaluation;
 
@@ -33,47 +32,6 @@ public sealed record ShortcutEvalOptions
     public bool Plots { get; init; } = true;
 }
 
-/// <summary>One arm's verified accuracy and the compute it spends per answer (forward only), or why it was not run.</summary>
-public sealed record ArmResult(string Name, string Description, Proportion? Accuracy, double TokenSteps, double Flops,
-    double TrainFlops, double Seconds, string Notes, string? NotRunReason = null)
-{
-    public static ArmResult NotRun(string name, string description, string reason) => new(name, description, null, 0, 0, 0, 0, "", reason);
-}
-
-public sealed record SweepPoint(double Scale, Proportion Accuracy);
-
-/// <summary>Accuracy over an injection scale. Fragility: accuracy at the best scale minus the mean accuracy of its
-/// neighbouring scales in the sweep (0 = flat; large = the result lives on a knife's edge).</summary>
-public sealed record ScaleSweep(string Arm, string Knob, IReadOnlyList<SweepPoint> Points)
-{
-    public SweepPoint Best => Points.MaxBy(p => p.Accuracy.Value)!;
-
-    public double Fragility
-    {
-        get
-        {
-            int i = Points.ToList().IndexOf(Best);
-            var nb = new[] { i - 1, i + 1 }.Where(j => j >= 0 && j < Points.Count).Select(j => Points[j].Accuracy.Value).ToList();
-            return nb.Count == 0 ? 0 : Best.Accuracy.Value - nb.Average();
-        }
-    }
-}
-
-public sealed record LengthResult(string Arm, int Difficulty, int Extra, Proportion Accuracy);
-
-/// <summary>A difference of two independent proportions with Newcombe's hybrid-score 95% interval (from the Wilson intervals).</summary>
-public sealed record Difference(double Value, double Low, double High)
-{
-    public static Difference Of(Proportion a, Proportion b)
-    {
-        double p1 = a.Value, p2 = b.Value, d = p1 - p2;
-        return new(d, d - Math.Sqrt(Sq(p1 - a.Low) + Sq(b.High - p2)), d + Math.Sqrt(Sq(a.High - p1) + Sq(p2 - b.Low)));
-        static double Sq(double x) => x * x;
-    }
-
-    public override string ToString() => string.Create(CultureInfo.InvariantCulture, $"{Value * 100:+0.0;-0.0;0.0} pp [{Low * 100:+0.0;-0.0;0.0}, {High * 100:+0.0;-0.0;0.0}]");
-}
-
 /// <summary>Every number the no-go table needs, for the primary latent arm.</summary>
 public sealed record NoGoNumbers(
     string ShortcutArm,
@@ -92,23 +50,28 @@ public sealed record NoGoNumbers(
     double ShortcutFlopsPerAnswer,
     double ThinkingFlopsPerAnswer);
 
+/// <summary>
+/// The shortcut evaluation: the arms, sweeps and length rows live in the shared <see cref="Evaluation.Study"/>; this
+/// record adds only what is the shortcut's own (edits, interventions, lexical baselines, separability, no-go numbers).
+/// </summary>
 public sealed record ShortcutEvalReport(
     string PredictorName,
     string Point,
     int TrainProblems,
     int TestProblems,
-    IReadOnlyList<ArmResult> Arms,
-    IReadOnlyList<ScaleSweep> Sweeps,
+    Study Study,
     IReadOnlyList<EditResult> Edits,
     IReadOnlyList<InterventionResult> Interventions,
-    IReadOnlyList<LengthResult> Lengths,
     LexicalResult Lexical,
     SeparabilityResult Separability,
     NoGoNumbers NoGo,
     double Seconds,
     IReadOnlyList<string> Plots)
 {
-    public ArmResult Arm(string name) => Arms.First(a => a.Name == name);
+    public IReadOnlyList<Arm> Arms => Study.Arms;
+    public IReadOnlyList<ScaleSweep> Sweeps => Study.Sweeps;
+    public IReadOnlyList<LengthResult> Lengths => Study.Lengths;
+    public Arm Arm(string name) => Study.Get(name);
 
     static string G(double x) => x.ToString("G3", CultureInfo.InvariantCulture);
     static string P(double x) => double.IsNaN(x) ? "n/a" : (x * 100).ToString("0.0", CultureInfo.InvariantCulture) + " %";
@@ -120,24 +83,15 @@ public sealed record ShortcutEvalReport(
         sb.AppendLine();
         sb.AppendLine("### Arms (verified accuracy, Wilson 95%; forward compute per answer)");
         sb.AppendLine();
-        sb.AppendLine("| arm | what | accuracy | token-steps | FLOPs | training FLOPs | notes |");
-        sb.AppendLine("|---|---|---|---|---|---|---|");
-        foreach (var a in Arms)
-            sb.AppendLine(a.NotRunReason is null
-                ? $"| {a.Name} | {a.Description} | {a.Accuracy} | {a.TokenSteps:F1} | {G(a.Flops)} | {(a.TrainFlops > 0 ? G(a.TrainFlops) : "-")} | {a.Notes} |"
-                : $"| {a.Name} | {a.Description} | not run | - | - | - | {a.NotRunReason} |");
+        sb.Append(Study.ArmsTable());
+        sb.AppendLine();
+        sb.AppendLine("### Paired differences (same test problems, Newcombe 95%)");
+        sb.AppendLine();
+        sb.Append(Study.PairedTable());
         sb.AppendLine();
         sb.AppendLine("### Injection scale sweeps");
         sb.AppendLine();
-        foreach (var s in Sweeps)
-        {
-            sb.AppendLine($"{s.Arm} ({s.Knob}): best {s.Knob} = {G(s.Best.Scale)}, fragility {P(s.Fragility)} (best minus mean of neighbours)");
-            sb.AppendLine();
-            sb.AppendLine($"| {s.Knob} | accuracy |");
-            sb.AppendLine("|---|---|");
-            foreach (var p in s.Points) sb.AppendLine($"| {G(p.Scale)} | {p.Accuracy} |");
-            sb.AppendLine();
-        }
+        sb.Append(Study.SweepTables());
         sb.AppendLine("### Counterfactual and nuisance edits");
         sb.AppendLine();
         sb.AppendLine("| arm | counterfactual: changed and correct | changed at all | nuisance: answer unchanged | nuisance: correct |");
@@ -153,11 +107,7 @@ public sealed record ShortcutEvalReport(
         sb.AppendLine();
         sb.AppendLine("### Accuracy vs problem length");
         sb.AppendLine();
-        var diffs = Lengths.Select(l => (l.Difficulty, l.Extra)).Distinct().OrderBy(d => d.Difficulty).ToList();
-        sb.AppendLine("| arm | " + string.Join(" | ", diffs.Select(d => $"difficulty {d.Difficulty}{(d.Extra > 0 ? $" (+{d.Extra})" : "")}")) + " |");
-        sb.AppendLine("|---|" + string.Concat(diffs.Select(_ => "---|")));
-        foreach (var arm in Lengths.Select(l => l.Arm).Distinct())
-            sb.AppendLine($"| {arm} | " + string.Join(" | ", diffs.Select(d => Lengths.FirstOrDefault(l => l.Arm == arm && l.Difficulty == d.Difficulty)?.Accuracy.ToString() ?? "-")) + " |");
+        sb.Append(Study.LengthTable());
         sb.AppendLine();
         sb.AppendLine($"Shallow lexical baselines: linear per-digit classifier {Lexical.LinearPerDigit}; nearest-neighbour lookup {Lexical.NearestNeighbour}.");
         sb.AppendLine();
@@ -182,16 +132,13 @@ public sealed record ShortcutEvalReport(
         return sb.ToString();
     }
 
-    static JsonNode? Prop(Proportion? p) => p is not { } q ? null : new JsonObject
-    {
-        ["value"] = q.Trials == 0 ? null : q.Value, ["low"] = q.Low, ["high"] = q.High, ["successes"] = q.Successes, ["trials"] = q.Trials,
-    };
-
-    static JsonNode Diff(Difference d) => new JsonObject { ["value"] = d.Value, ["low"] = d.Low, ["high"] = d.High };
+    static JsonNode? Prop(Proportion? p) => StudyFiles.Json(p);
 
     public JsonObject ToJson()
     {
         var n = NoGo;
+        var study = Study.ToJson();
+        JsonNode? Take(string key) { var v = study[key]; study.Remove(key); return v; }
         return new JsonObject
         {
             ["predictor"] = PredictorName,
@@ -199,16 +146,9 @@ public sealed record ShortcutEvalReport(
             ["train_problems"] = TrainProblems,
             ["test_problems"] = TestProblems,
             ["seconds"] = Seconds,
-            ["arms"] = new JsonArray(Arms.Select(a => (JsonNode)new JsonObject
-            {
-                ["name"] = a.Name, ["description"] = a.Description, ["accuracy"] = Prop(a.Accuracy), ["token_steps"] = a.TokenSteps,
-                ["flops"] = a.Flops, ["train_flops"] = a.TrainFlops, ["seconds"] = a.Seconds, ["notes"] = a.Notes, ["not_run"] = a.NotRunReason,
-            }).ToArray()),
-            ["sweeps"] = new JsonArray(Sweeps.Select(s => (JsonNode)new JsonObject
-            {
-                ["arm"] = s.Arm, ["knob"] = s.Knob, ["best"] = s.Best.Scale, ["fragility"] = s.Fragility,
-                ["points"] = new JsonArray(s.Points.Select(p => (JsonNode)new JsonObject { ["scale"] = p.Scale, ["accuracy"] = Prop(p.Accuracy) }).ToArray()),
-            }).ToArray()),
+            ["arms"] = Take("arms"),
+            ["paired"] = Take("paired"),
+            ["sweeps"] = Take("sweeps"),
             ["edits"] = new JsonArray(Edits.Select(e => (JsonNode)new JsonObject
             {
                 ["arm"] = e.Arm, ["counterfactual_success"] = Prop(e.CounterfactualSuccess), ["counterfactual_changed"] = Prop(e.CounterfactualChanged),
@@ -218,10 +158,7 @@ public sealed record ShortcutEvalReport(
             {
                 ["arm"] = i.Arm, ["to_twin"] = Prop(i.ToTwin), ["moved"] = Prop(i.Moved), ["closer"] = Prop(i.Closer),
             }).ToArray()),
-            ["lengths"] = new JsonArray(Lengths.Select(l => (JsonNode)new JsonObject
-            {
-                ["arm"] = l.Arm, ["difficulty"] = l.Difficulty, ["extra"] = l.Extra, ["accuracy"] = Prop(l.Accuracy),
-            }).ToArray()),
+            ["lengths"] = Take("lengths"),
             ["lexical"] = new JsonObject { ["linear_per_digit"] = Prop(Lexical.LinearPerDigit), ["nearest_neighbour"] = Prop(Lexical.NearestNeighbour) },
             ["separability"] = new JsonObject { ["held_out_accuracy"] = Separability.HeldOutAccuracy, ["test_rows"] = Separability.TestRows },
             ["no_go"] = new JsonObject
@@ -231,8 +168,8 @@ public sealed record ShortcutEvalReport(
                 ["distillation_accuracy"] = Prop(n.DistillationAccuracy),
                 ["direct_accuracy"] = Prop(n.DirectAccuracy),
                 ["thinking_accuracy"] = Prop(n.ThinkingAccuracy),
-                ["shortcut_minus_distillation"] = Diff(n.ShortcutMinusDistillation),
-                ["shortcut_minus_direct"] = Diff(n.ShortcutMinusDirect),
+                ["shortcut_minus_distillation"] = StudyFiles.Json(n.ShortcutMinusDistillation),
+                ["shortcut_minus_direct"] = StudyFiles.Json(n.ShortcutMinusDirect),
                 ["counterfactual_success"] = Prop(n.CounterfactualSuccess),
                 ["nuisance_stability"] = Prop(n.NuisanceStability),
                 ["lexical_baseline_accuracy"] = Prop(n.LexicalBaselineAccuracy),
@@ -245,6 +182,4 @@ public sealed record ShortcutEvalReport(
             ["plots"] = new JsonArray(Plots.Select(p => (JsonNode)JsonValue.Create(p)!).ToArray()),
         };
     }
-
-    public string ToJsonString() => ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true });
 }

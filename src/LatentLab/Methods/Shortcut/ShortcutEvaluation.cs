@@ -1,6 +1,6 @@
 using System.Diagnostics;
+using LatentLab.Latents;
 using LatentLab.Evaluation;
-using LatentLab.IO;
 using LatentLab.Models;
 using LatentLab.Tasks;
 using LatentLab.Teacher;
@@ -22,8 +22,8 @@ public static class ShortcutEvaluation
     /// <param name="preTrain">[N, D] h_pre of the training samples (in order).</param>
     /// <param name="postTrain">[N, K, D] (or [N, D]) h_post of the training samples.</param>
     public static ShortcutEvalReport Run(DecoderLM teacher, TraceFormat fmt, ILatentPredictor predictor,
-        IReadOnlyList<ShortcutSample> train, Tensor preTrain, Tensor postTrain,
-        IReadOnlyList<ShortcutSample> test, Tensor preTest, Tensor postTest,
+        IReadOnlyList<TraceSample> train, Tensor preTrain, Tensor postTrain,
+        IReadOnlyList<TraceSample> test, Tensor preTest, Tensor postTest,
         ShortcutEvalOptions o, string outDir, TextWriter? log = null, string? predictorName = null)
     {
         log ??= TextWriter.Null;
@@ -49,27 +49,27 @@ public static class ShortcutEvaluation
         var budget = (double lr) => new ArmTraining(o.TrainSteps, o.TrainBatch, lr, o.Seed);
         int shortcutSeq = train[0].PromptIds.Length + 1 + (train[0].Problem.Answer.Length + 1);
 
-        var arms = new List<ArmResult>();
+        var arms = new List<Arm>();
         var sw = new Stopwatch();
-        ArmResult Result(string arm, string what, ArmAnswers a, double extraFlops, double trainFlops, string notes) =>
-            new(arm, what, a.Accuracy, a.MeanTokenSteps, a.TokenSteps.Average(t => ArmsCommon.AnswerFlops(c, t)) + extraFlops,
+        Arm Result(string arm, ArmRole role, string what, ArmAnswers a, double extraFlops, double trainFlops, string notes) =>
+            Arm.Graded(arm, what, role, a.Correct, a.MeanTokenSteps, a.TokenSteps.Average(t => ArmsCommon.AnswerFlops(c, t)) + extraFlops,
                 trainFlops, sw.Elapsed.TotalSeconds, notes);
         void Say(string s) => log.WriteLine($"[shortcut eval] {s} ({total.Elapsed.TotalSeconds:F0} s)");
 
         sw.Restart();
         var thinking = ThinkingArm.Answer(teacher, fmt, problems, o.EvalBatch);
-        arms.Add(Result(Thinking, "teacher, explicit thinking trace", thinking, 0, 0, "the full trace: the compute to beat"));
+        arms.Add(Result(Thinking, ArmRole.Ceiling, "teacher, explicit thinking trace", thinking, 0, 0, "the full trace: the compute to beat"));
         Say($"thinking {thinking.Accuracy}");
 
         sw.Restart();
         var direct = DirectArm.Answer(teacher, fmt, problems, o.EvalBatch);
-        arms.Add(Result(Direct, "teacher, <direct> prompt", direct, 0, 0, "no thinking, no training"));
+        arms.Add(Result(Direct, ArmRole.Floor, "teacher, <direct> prompt", direct, 0, 0, "no thinking, no training"));
         Say($"direct {direct.Accuracy}");
 
         sw.Restart();
         using var student = DistillationBaseline.Train(teacher, fmt, train, budget(o.DistillLearningRate), Path.Combine(outDir, "train-distillation"), log);
         var distill = DirectArm.Answer(student, fmt, problems, o.EvalBatch);
-        arms.Add(Result(Distillation, "teacher copy fine-tuned on prompt<direct>answer (teacher's verified answers)", distill, 0,
+        arms.Add(Result(Distillation, ArmRole.Reference, "teacher copy fine-tuned on prompt<direct>answer (teacher's verified answers)", distill, 0,
             budget(o.DistillLearningRate).Flops(c, shortcutSeq), $"{o.TrainSteps} steps × {o.TrainBatch}, full fine-tune"));
         Say($"distillation {distill.Accuracy}");
 
@@ -77,7 +77,7 @@ public static class ShortcutEvaluation
         var proj = SoftTokenInjection.Train(teacher, fmt, train, hatTrain, budget(o.ProjectionLearningRate), Path.Combine(outDir, "train-soft-tokens"), log);
         var softSweep = o.SoftScales.Select(s => (s, SoftTokenInjection.Answer(teacher, fmt, proj, problems, hatTest, s, o.EvalBatch))).ToList();
         var soft = softSweep.FirstOrDefault(x => x.s == 1.0).Item2 ?? SoftTokenInjection.Answer(teacher, fmt, proj, problems, hatTest, 1.0, o.EvalBatch);
-        arms.Add(Result(SoftTokens, $"prompt ++ proj(ĥ) ({k} soft token{(k > 1 ? "s" : "")}) ++ </think>, frozen teacher", soft,
+        arms.Add(Result(SoftTokens, ArmRole.Method, $"prompt ++ proj(ĥ) ({k} soft token{(k > 1 ? "s" : "")}) ++ </think>, frozen teacher", soft,
             predictorFlops + projectionFlops, budget(o.ProjectionLearningRate).Flops(c, shortcutSeq + k),
             $"projection trained {o.TrainSteps} steps × {o.TrainBatch} (answer CE through the frozen teacher); scale 1"));
         Say($"soft tokens {soft.Accuracy}");
@@ -86,7 +86,7 @@ public static class ShortcutEvaluation
         var deltaSweep = ResidualDeltaInjection.Answer(teacher, fmt, o.Point, problems, hatTest, o.Alphas, o.EvalBatch);
         int one = Array.IndexOf(o.Alphas, 1.0);
         var delta = one >= 0 ? deltaSweep[one] : ResidualDeltaInjection.Answer(teacher, fmt, o.Point, problems, hatTest, new[] { 1.0 }, o.EvalBatch)[0];
-        arms.Add(Result(ResidualDelta, $"prompt ++ </think>, h ← h + α(ĥ − h) at {o.Point}, marker position", delta, predictorFlops, 0,
+        arms.Add(Result(ResidualDelta, ArmRole.Method, $"prompt ++ </think>, h ← h + α(ĥ − h) at {o.Point}, marker position", delta, predictorFlops, 0,
             "no training; α = 1 (replace)"));
         Say($"residual delta {delta.Accuracy}");
 
@@ -94,11 +94,11 @@ public static class ShortcutEvaluation
         using var lora = LoraStudent.Train(teacher, fmt, o.Point, train, postTrain, budget(o.LoraLearningRate), o.LoraRank, o.LoraLambda,
             Path.Combine(outDir, "train-lora"), log);
         var loraAnswers = LoraStudent.Answer(lora, fmt, problems, o.EvalBatch);
-        arms.Add(Result(LoraArm, $"LoRA r={o.LoraRank} student on prompt ++ </think>, CE + {o.LoraLambda}·rel-MSE(h, h_post)", loraAnswers, 0,
+        arms.Add(Result(LoraArm, ArmRole.Reference, $"LoRA r={o.LoraRank} student on prompt ++ </think>, CE + {o.LoraLambda}·rel-MSE(h, h_post)", loraAnswers, 0,
             budget(o.LoraLearningRate).Flops(c, shortcutSeq), $"{o.TrainSteps} steps × {o.TrainBatch}; adapters merged, so no inference overhead; uses no predictor"));
         Say($"LoRA student {loraAnswers.Accuracy}");
 
-        arms.Add(ArmResult.NotRun(KvPrefix, "predicted KV prefix", "not implemented in this round: needs a predictor of per-layer keys/values, not a single residual state"));
+        arms.Add(Arm.NotRun(KvPrefix, "predicted KV prefix", ArmRole.Method, "not implemented in this round: needs a predictor of per-layer keys/values, not a single residual state"));
 
         var sweeps = new List<ScaleSweep>
         {
@@ -173,16 +173,27 @@ public static class ShortcutEvaluation
         hatTest.Dispose();
         hatOrig.Dispose();
         proj.Dispose();
-        var report = new ShortcutEvalReport(name, o.Point, train.Count, test.Count, arms, sweeps, edits, interventions, lengths, lexical,
+        var study = new Study($"shortcut ({name})", arms) { Sweeps = sweeps, Lengths = lengths };
+        var report = new ShortcutEvalReport(name, o.Point, train.Count, test.Count, study, edits, interventions, lexical,
             separability, noGo, total.Elapsed.TotalSeconds, Array.Empty<string>());
-        if (o.Plots) report = report with { Plots = ShortcutEvalPlots.Write(report, outDir) };
-        AtomicFile.WriteAllText(Path.Combine(outDir, "shortcut_eval.json"), report.ToJsonString());
-        AtomicFile.WriteAllText(Path.Combine(outDir, "report.md"), $"# Latent shortcut: injection arms and causal tests\n\n{report.ToMarkdown()}");
+        if (o.Plots)
+            report = report with
+            {
+                Plots =
+                [
+                    StudyPlots.AccuracyVsCompute(study, Path.Combine(outDir, "accuracy_vs_flops.png"), $"Verified accuracy vs forward compute ({name})"),
+                    StudyPlots.AccuracyVsKnob(study, Path.Combine(outDir, "accuracy_vs_scale.png"), "Accuracy vs injection scale",
+                        "scale (α for the residual delta, multiplier for the soft tokens)"),
+                    StudyPlots.AccuracyVsLength(study, Path.Combine(outDir, "accuracy_vs_length.png"), "Accuracy vs problem length (training length, then OOD)",
+                        "difficulty (digits)"),
+                ],
+            };
+        StudyFiles.Write(outDir, $"# Latent shortcut: injection arms and causal tests\n\n{report.ToMarkdown()}", report.ToJson(), "shortcut_eval.json");
         Say("report written");
         return report;
     }
 
-    static void Check(IReadOnlyList<ShortcutSample> samples, Tensor pre, Tensor post, string what)
+    static void Check(IReadOnlyList<TraceSample> samples, Tensor pre, Tensor post, string what)
     {
         if (samples.Count == 0) throw new ArgumentException($"shortcut eval: no {what} samples");
         if (pre.dim() != 2 || pre.shape[0] != samples.Count)

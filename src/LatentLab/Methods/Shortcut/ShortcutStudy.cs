@@ -1,3 +1,4 @@
+using LatentLab.Tensors;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -124,7 +125,7 @@ public static class ShortcutStudy
 
         // Phase 1: the predictor, its diagnostics and the promotion gate.
         var twins = Twins(teacher, fmt, testSamples, extraction.Point, o.Seed);
-        var phase1 = PredictorPhase1.Run(new Phase1Data(preTrain, postTrain, trainSamples, preTest, postTest, testSamples, twins),
+        var phase1 = PredictorPromotion.Run(new PredictorData(preTrain, postTrain, trainSamples, preTest, postTest, testSamples, twins),
             o.Predictor with { K = o.K, Seed = o.Seed }, Path.Combine(o.OutDir, "predictor"),
             new DiagnosticsOptions { Gate = o.Gate, Seed = o.Seed }, log: TextWriter.Null);
         var d = phase1.Diagnostics;
@@ -149,7 +150,7 @@ public static class ShortcutStudy
     }
 
     /// <summary>h_pre of paraphrased and renamed twins of the test problems (only h_pre is needed: no generation).</summary>
-    static IReadOnlyList<TwinSet> Twins(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<ShortcutSample> test, string point, long seed)
+    static IReadOnlyList<TwinSet> Twins(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<TraceSample> test, string point, long seed)
     {
         var sets = new List<TwinSet>();
         foreach (var kind in new[] { EditKind.Paraphrase, EditKind.Rename })
@@ -172,12 +173,8 @@ public static class ShortcutStudy
         {
             using var scope = NewDisposeScope();
             var chunk = prompts.Skip(start).Take(batch).ToList();
-            int len = chunk.Max(p => p.Length);
-            var ids = new long[chunk.Count * len];
-            var mask = new long[chunk.Count * len];
-            for (int b = 0; b < chunk.Count; b++)
-                for (int t = 0; t < chunk[b].Length; t++) { ids[b * len + t] = chunk[b][t]; mask[b * len + t] = 1; }
-            using var output = model.Forward(tensor(ids).view(chunk.Count, len).to(model.Device), attentionMask: tensor(mask).view(chunk.Count, len).to(model.Device),
+            var (ids, mask) = TokenBatch.RightPad(chunk, 0);
+            using var output = model.Forward(ids.to(model.Device), attentionMask: mask.to(model.Device),
                 hooks: new HookSet(new[] { HookSpec.Capture(point, Positions.LastToken) }), logits: LogitsMode.None);
             parts.Add(output.Capture(point).squeeze(1).to(ScalarType.Float32).cpu().MoveToOuterDisposeScope());
         }
@@ -227,7 +224,7 @@ public static class ShortcutStudy
     }
 
     static void WriteReport(ShortcutStudyReport r, ShortcutStudyOptions o, ITaskFamily family, int difficulty,
-        LatentStore train, LatentStore test, Phase1Report phase1)
+        LatentStore train, LatentStore test, PromotionReport phase1)
     {
         var sb = new StringBuilder();
         sb.AppendLine($"# Latent shortcut study: {family.Name} (difficulty {difficulty})");

@@ -2,28 +2,29 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using LatentLab.Latents;
 using LatentLab.IO;
 using static TorchSharp.torch;
 
 namespace LatentLab.Methods.Shortcut;
 
 /// <summary>
-/// Phase 1's inputs, already in memory. Samples (with their intermediates) are optional: without them there are no probes.
+/// The predictor's training and test states, already in memory. Samples (with their intermediates) are optional: without them there are no probes.
 /// Twins: h_pre of test problems and of their edited versions, for the stability criteria of the gate.
 /// </summary>
-public sealed record Phase1Data(
-    Tensor PreTrain, Tensor PostTrain, IReadOnlyList<ShortcutSample>? TrainSamples,
-    Tensor PreTest, Tensor PostTest, IReadOnlyList<ShortcutSample>? TestSamples,
+public sealed record PredictorData(
+    Tensor PreTrain, Tensor PostTrain, IReadOnlyList<TraceSample>? TrainSamples,
+    Tensor PreTest, Tensor PostTest, IReadOnlyList<TraceSample>? TestSamples,
     IReadOnlyList<TwinSet>? Twins = null);
 
-/// <summary>What a Phase 1 run wrote and concluded.</summary>
-public sealed record Phase1Report(string RunDir, string PredictorDir, string ReportPath, ShortcutDiagnosticsResult Diagnostics);
+/// <summary>What a promotion run wrote and concluded (whether the predictor may go on to the injection arms).</summary>
+public sealed record PromotionReport(string RunDir, string PredictorDir, string ReportPath, ShortcutDiagnosticsResult Diagnostics);
 
 /// <summary>
-/// The whole of Phase 1: train the predictor (the last <c>valFraction</c> of the train set monitors training), measure it on
+/// Predictor promotion (the study's Phase 1): train the predictor (the last <c>valFraction</c> of the train set monitors training), measure it on
 /// the test set, and write report.md, diagnostics.json, curves.png and std_hist.png next to the run's checkpoints.
 /// </summary>
-public static class PredictorPhase1
+public static class PredictorPromotion
 {
     public const string ReportFile = "report.md", DiagnosticsFile = "diagnostics.json", CurvesFile = "curves.png", StdFile = "std_hist.png";
 
@@ -35,7 +36,7 @@ public static class PredictorPhase1
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.SnakeCaseLower) },
     };
 
-    public static Phase1Report Run(Phase1Data data, PredictorConfig cfg, string outDir, DiagnosticsOptions? options = null,
+    public static PromotionReport Run(PredictorData data, PredictorConfig cfg, string outDir, DiagnosticsOptions? options = null,
         double valFraction = 0.1, TextWriter? log = null, bool? progressBar = false)
     {
         ArgumentNullException.ThrowIfNull(data);
@@ -75,6 +76,6 @@ public static class PredictorPhase1
         sb.AppendLine($"![per-dimension std]({StdFile})");
         var reportPath = Path.Combine(run.RunDir, ReportFile);
         AtomicFile.WriteAllText(reportPath, sb.ToString());
-        return new Phase1Report(run.RunDir, run.PredictorDir, reportPath, diag);
+        return new PromotionReport(run.RunDir, run.PredictorDir, reportPath, diag);
     }
 }

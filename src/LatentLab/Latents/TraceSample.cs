@@ -1,14 +1,14 @@
 using LatentLab.Tasks;
-using static TorchSharp.torch;
 
-namespace LatentLab.Methods.Shortcut;
+namespace LatentLab.Latents;
 
 /// <summary>
-/// One problem as the teacher actually solved it, with the positions the shortcut study needs.
+/// One problem as the teacher actually solved it, with the positions a latent store reads:
+/// h_pre at the end of the prompt, h_post at the end-of-thinking marker.
 /// Positions index <see cref="TraceIds"/> (prompt followed by the teacher's own greedy continuation).
 /// Invariant (the leak rule): every target position is strictly before <see cref="FirstAnswerPosition"/>.
 /// </summary>
-public sealed record ShortcutSample(
+public sealed record TraceSample(
     int Index,
     TaskProblem Problem,
     int[] PromptIds,
@@ -21,10 +21,3 @@ public sealed record ShortcutSample(
     int FirstAnswerPosition,
     string? TeacherAnswer,
     bool Verified);
-
-/// <summary>Maps pre-thinking states to predicted post-thinking states: [B, D] → [B, K, D].</summary>
-public interface ILatentPredictor
-{
-    int K { get; }
-    Tensor Predict(Tensor pre);
-}
