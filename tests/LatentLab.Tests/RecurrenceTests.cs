@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Text.Json.Nodes;
+using LatentLab.Evaluation;
 using LatentLab.Generation;
 using LatentLab.Methods.Recurrence;
 using LatentLab.Models;
@@ -325,5 +326,48 @@ public sealed class RecurrenceTests : IDisposable
         var last = File.ReadLines(Path.Combine(o.OutDir, "train", "metrics.jsonl")).Last();
         Assert.Contains("\"k\":2", last);
         Assert.Contains("\"p\":0", last);
+    }
+
+    /// <summary>
+    /// The report goes through the shared Evaluation layer: the teacher's trace is the ceiling, its direct answer the
+    /// floor, K = 0 and pause the references; results.json carries the issue's per-arm fields; every plot is written.
+    /// </summary>
+    [Fact]
+    public void Report_marks_ceiling_and_floor_and_writes_every_artifact()
+    {
+        var runDir = Path.Combine(_dir, "arm-k4");
+        Directory.CreateDirectory(Path.Combine(runDir, "train"));
+        File.WriteAllLines(Path.Combine(runDir, "train", "metrics.jsonl"), Enumerable.Range(0, 6).Select(i =>
+            $"{{\"step\":{i},\"p\":{0.9 - 0.15 * i:F2},\"loss\":{2.0 - 0.1 * i:F2},\"grad_latent_0\":0.01,\"grad_latent_4\":0.1}}"));
+        var curve = new[] { new CurvePoint(10, 0.5, 4, 1.2, Proportion.Wilson(5, 20)) };
+        RecurrenceResult Arm(string name, string mode, int k, bool pause, int correct, string? dir) =>
+            new(name, mode, k, pause, Proportion.Wilson(correct, 50), 1e6 * (k + 1), dir is null ? 0 : 3, dir is null ? double.NaN : 1.1,
+                dir is null ? Array.Empty<CurvePoint>() : curve, dir);
+        var arms = new[]
+        {
+            Arm("thinking", "thinking", 0, false, 49, null), Arm("direct", "direct", 0, false, 3, null),
+            Arm("k0", "append", 0, false, 4, runDir), Arm("k4", "append", 4, false, 30, runDir), Arm("pause4", "append", 4, true, 5, runDir),
+        };
+        var o = new RecurrenceStudyOptions { Model = "m", OutDir = Path.Combine(_dir, "study") };
+        Directory.CreateDirectory(o.OutDir);
+        RecurrenceReport.Write(o, arms, 12);
+
+        var json = JsonNode.Parse(File.ReadAllText(Path.Combine(o.OutDir, "results.json")))!;
+        var rows = json["arms"]!.AsArray().Select(n => n!.AsObject()).ToDictionary(n => n["name"]!.GetValue<string>());
+        Assert.Equal("ceiling", rows["thinking"]["role"]!.GetValue<string>());
+        Assert.Equal("floor", rows["direct"]["role"]!.GetValue<string>());
+        Assert.Equal("reference", rows["k0"]["role"]!.GetValue<string>());
+        Assert.Equal("reference", rows["pause4"]["role"]!.GetValue<string>());
+        Assert.Equal("method", rows["k4"]["role"]!.GetValue<string>());
+        Assert.Equal(4, rows["k4"]["k"]!.GetValue<int>());
+        Assert.Equal(30, rows["k4"]["correct"]!.GetValue<int>());
+        Assert.Equal(50, rows["k4"]["total"]!.GetValue<int>());
+        Assert.Equal(5e6, rows["k4"]["flops"]!.GetValue<double>());
+        var report = File.ReadAllText(Path.Combine(o.OutDir, "report.md"));
+        Assert.Contains("| thinking | ceiling |", report);
+        Assert.Contains("| direct | floor |", report);
+        Assert.Contains("**met**", report); // k4 beats k0 by 52 points with the intervals apart
+        foreach (var png in new[] { RecurrenceReport.AccuracyVsK, RecurrenceReport.AccuracyVsP, RecurrenceReport.LossVsP, RecurrenceReport.GradNorms })
+            Assert.True(new FileInfo(Path.Combine(o.OutDir, png)).Length > 1000, png);
     }
 }

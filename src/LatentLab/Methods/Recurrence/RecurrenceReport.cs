@@ -1,18 +1,16 @@
 using System.Globalization;
 using System.Text;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using LatentLab.Evaluation;
-using LatentLab.IO;
 using ScottPlot;
 
 namespace LatentLab.Methods.Recurrence;
 
 /// <summary>
-/// Everything the study writes: results.json (an <c>arms</c> array of {name, k, correct, total, flops, …}), report.md
-/// with the arms table (Wilson 95%) and the goal check, and four PNGs: accuracy vs K, accuracy vs p over training,
-/// loss vs p, and the per-latent-step gradient norms. Kept in this one file so it can move onto the shared
-/// Evaluation layer as a method's rows and plots.
+/// Everything the study writes, through the shared Evaluation layer: results.json (the study's arms, each also with
+/// {name, k, correct, total, flops}), report.md with the arms table (ceiling and floor marked, Wilson 95%), the paired
+/// differences and the goal check, and four PNGs: accuracy vs K, accuracy vs p over training, loss vs p, and the
+/// per-latent-step gradient norms. Only the recurrence-specific rows and plots are written here.
 /// </summary>
 public static class RecurrenceReport
 {
@@ -20,33 +18,60 @@ public static class RecurrenceReport
 
     public static void Write(RecurrenceStudyOptions o, IReadOnlyList<RecurrenceResult> arms, double seconds)
     {
-        Directory.CreateDirectory(o.OutDir);
-        var json = new JsonObject
+        var study = ToStudy(arms);
+        var json = study.ToJson();
+        json["options"] = o.ToJson();
+        json["seconds"] = seconds;
+        // The issue's contract: every arm also carries {name, k, correct, total, flops} at its top level.
+        foreach (var (node, a) in json["arms"]!.AsArray().Zip(arms))
         {
-            ["study"] = "latent recurrence",
-            ["options"] = o.ToJson(),
-            ["seconds"] = seconds,
-            ["arms"] = new JsonArray(arms.Select(a => (JsonNode)a.ToJson()).ToArray()),
-        };
-        AtomicFile.WriteAllText(Path.Combine(o.OutDir, "results.json"), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            var row = node!.AsObject();
+            row["k"] = a.K; row["mode"] = a.Mode; row["pause"] = a.Pause;
+            row["correct"] = a.Accuracy.Successes; row["total"] = a.Accuracy.Trials;
+            row["final_loss"] = double.IsFinite(a.FinalLoss) ? a.FinalLoss : null; row["run_dir"] = a.RunDir;
+            row["curve"] = a.ToJson()["curve"]!.DeepClone();
+        }
         var trained = arms.Where(a => a.RunDir is not null).ToList();
         PlotAccuracyVsK(Path.Combine(o.OutDir, AccuracyVsK), arms);
-        PlotCurves(Path.Combine(o.OutDir, AccuracyVsP), trained);
-        PlotLossVsP(Path.Combine(o.OutDir, LossVsP), trained);
-        PlotGradNorms(Path.Combine(o.OutDir, GradNorms), trained);
-        AtomicFile.WriteAllText(Path.Combine(o.OutDir, "report.md"), Markdown(o, arms, seconds));
+        StudyPlots.Lines(Path.Combine(o.OutDir, AccuracyVsP), "Validation accuracy vs p over training", "p (1 = token path, 0 = pure latent)",
+            "accuracy (%)", trained.Where(a => a.Curve.Count > 0)
+                .Select(a => new Curve(a.Name, a.Curve.Select(c => c.P).ToArray(), a.Curve.Select(c => 100 * c.Accuracy.Value).ToArray())).ToList(),
+            yRange: (-2, 102), markerSize: 6, legend: Alignment.UpperRight, width: 800, height: 550);
+        StudyPlots.Lines(Path.Combine(o.OutDir, LossVsP), "Training loss (answer tokens) vs p", "p", "cross-entropy",
+            trained.Select(a => (a, rows: Rows(a))).Where(x => x.rows.Count > 0)
+                .Select(x => new Curve(x.a.Name, x.rows.Select(r => r["p"]!.GetValue<double>()).ToArray(), x.rows.Select(r => r["loss"]!.GetValue<double>()).ToArray())).ToList(),
+            markerSize: 2, legend: Alignment.UpperRight, width: 800, height: 550);
+        StudyPlots.Lines(Path.Combine(o.OutDir, GradNorms), "‖∂L/∂latent_k‖ by latent step (mean over the last half of training)",
+            "k (0 = encoded question, K = bridged latent)", "log10 gradient norm", GradNormCurves(trained),
+            markerSize: 7, legend: Alignment.UpperLeft, width: 800, height: 550);
+        StudyFiles.Write(o.OutDir, Markdown(o, study, arms, seconds), json);
     }
 
-    public static string Table(IReadOnlyList<RecurrenceResult> arms)
+    /// <summary>
+    /// The arms as a study on the same problems: the teacher's own explicit trace is the ceiling, its direct answer the
+    /// floor, K = 0 (answers only) and the pause tokens are the references, every latent arm is a method arm.
+    /// </summary>
+    public static Study ToStudy(IReadOnlyList<RecurrenceResult> arms) => new("latent recurrence", arms.Select(a => new Arm(
+        a.Name, Describe(a), Role(a), a.Accuracy, Flops: a.FlopsPerAnswer, Seconds: a.TrainSeconds,
+        Notes: a.RunDir is null ? "the model as given, untrained here" : string.Create(CultureInfo.InvariantCulture,
+            $"K = {a.K}; final train loss {(double.IsFinite(a.FinalLoss) ? a.FinalLoss.ToString("F4", CultureInfo.InvariantCulture) : "—")}; {a.TrainSeconds:F0} s training"))).ToList());
+
+    static ArmRole Role(RecurrenceResult a) => a.Mode switch
     {
-        var sb = new StringBuilder();
-        sb.AppendLine("| arm | mode | K | verified accuracy [Wilson 95%] | inference FLOPs / answer | final train loss | train s |");
-        sb.AppendLine("|---|---|---|---|---|---|---|");
-        foreach (var a in arms)
-            sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {a.Name} | {a.Mode} | {a.K} | {a.Accuracy} | {a.FlopsPerAnswer:E2} | {(double.IsFinite(a.FinalLoss) ? a.FinalLoss.ToString("F4", CultureInfo.InvariantCulture) : "—")} | {(a.RunDir is null ? "—" : a.TrainSeconds.ToString("F0", CultureInfo.InvariantCulture))} |"));
-        return sb.ToString();
-    }
+        "thinking" => ArmRole.Ceiling,
+        "direct" => ArmRole.Floor,
+        _ when a.Pause || a.K == 0 => ArmRole.Reference,
+        _ => ArmRole.Method,
+    };
+
+    static string Describe(RecurrenceResult a) => a.Mode switch
+    {
+        "thinking" => "teacher, its own explicit trace",
+        "direct" => "teacher, direct answer",
+        _ when a.Pause => $"{a.K} learned pause embeddings, no recurrence",
+        _ when a.K == 0 => "fine-tuned on answers only, no latent step",
+        _ => $"{a.K} latent steps ({a.Mode} mode), bridge, frozen decoder",
+    };
 
     /// <summary>The issue's goal: at some K ≥ 4 latent recurrence beats K = 0 by ≥ 15 points with the intervals apart.</summary>
     public static string GoalCheck(IReadOnlyList<RecurrenceResult> arms)
@@ -62,7 +87,7 @@ public static class RecurrenceReport
             $"intervals {(apart ? "apart" : "overlapping")}. Goal (≥ +15 points, intervals apart): **{(met ? "met" : "not met")}**.");
     }
 
-    static string Markdown(RecurrenceStudyOptions o, IReadOnlyList<RecurrenceResult> arms, double seconds)
+    static string Markdown(RecurrenceStudyOptions o, Study study, IReadOnlyList<RecurrenceResult> arms, double seconds)
     {
         var sb = new StringBuilder();
         sb.AppendLine("# Latent recurrence study");
@@ -76,7 +101,9 @@ public static class RecurrenceReport
             $"{(o.LoraRank > 0 ? $"LoRA rank {o.LoraRank}" : "full latent-phase copy")}, checkpointing {(o.Checkpointing ? "on" : "off")}. " +
             $"Evaluation at p = {o.P.End} and the arm's K, greedy answers checked by the task's exact verifier. Study time {seconds:F0} s."));
         sb.AppendLine();
-        sb.Append(Table(arms));
+        sb.Append(study.ArmsTable());
+        sb.AppendLine();
+        sb.Append(study.PairedTable());
         sb.AppendLine();
         sb.AppendLine(GoalCheck(arms));
         sb.AppendLine();
@@ -97,6 +124,7 @@ public static class RecurrenceReport
         return sb.ToString();
     }
 
+    /// <summary>Accuracy against K with Wilson bars; the untrained ceiling and floor as dashed lines across the K range.</summary>
     static void PlotAccuracyVsK(string path, IReadOnlyList<RecurrenceResult> arms)
     {
         var plt = new Plot();
@@ -128,24 +156,7 @@ public static class RecurrenceReport
         plt.YLabel("accuracy (%)");
         plt.Axes.SetLimitsY(-2, 102);
         plt.ShowLegend(Alignment.UpperLeft);
-        Save(plt, path);
-    }
-
-    static void PlotCurves(string path, IReadOnlyList<RecurrenceResult> arms)
-    {
-        var plt = new Plot();
-        foreach (var a in arms.Where(a => a.Curve.Count > 0))
-        {
-            var s = plt.Add.Scatter(a.Curve.Select(c => c.P).ToArray(), a.Curve.Select(c => 100 * c.Accuracy.Value).ToArray());
-            s.LegendText = a.Name;
-            s.MarkerSize = 6;
-        }
-        plt.Title("Validation accuracy vs p over training");
-        plt.XLabel("p (1 = token path, 0 = pure latent)");
-        plt.YLabel("accuracy (%)");
-        plt.Axes.SetLimitsY(-2, 102);
-        plt.ShowLegend(Alignment.UpperRight);
-        Save(plt, path);
+        StudyPlots.Save(plt, path, 800, 550);
     }
 
     /// <summary>(step, p, loss, grad_latent_i…) rows of an arm's metrics.jsonl.</summary>
@@ -156,58 +167,20 @@ public static class RecurrenceReport
         return File.ReadLines(file).Where(l => l.Length > 0).Select(l => JsonNode.Parse(l)!.AsObject()).Where(r => r["p"] is not null).ToList();
     }
 
-    static void PlotLossVsP(string path, IReadOnlyList<RecurrenceResult> arms)
+    /// <summary>Mean log10 ‖∂L/∂latent_k‖ per k over the last half of training (where K and p have reached their end values).</summary>
+    static List<Curve> GradNormCurves(IReadOnlyList<RecurrenceResult> arms)
     {
-        var plt = new Plot();
-        foreach (var a in arms)
-        {
-            var rows = Rows(a);
-            if (rows.Count == 0) continue;
-            var s = plt.Add.Scatter(rows.Select(r => r["p"]!.GetValue<double>()).ToArray(), rows.Select(r => r["loss"]!.GetValue<double>()).ToArray());
-            s.LegendText = a.Name;
-            s.MarkerSize = 2;
-            s.LineWidth = 1;
-        }
-        plt.Title("Training loss (answer tokens) vs p");
-        plt.XLabel("p");
-        plt.YLabel("cross-entropy");
-        plt.ShowLegend(Alignment.UpperRight);
-        Save(plt, path);
-    }
-
-    static void PlotGradNorms(string path, IReadOnlyList<RecurrenceResult> arms)
-    {
-        var plt = new Plot();
+        var curves = new List<Curve>();
         foreach (var a in arms.Where(a => a.K > 0 && !a.Pause))
         {
             var rows = Rows(a);
-            // The last half of training, where K has reached the arm's K and p its end value.
             var late = rows.Skip(rows.Count / 2).ToList();
-            var xs = new List<double>();
-            var ys = new List<double>();
-            for (int i = 0; i <= a.K; i++)
-            {
-                var v = late.Select(r => r[$"grad_latent_{i}"]).Where(n => n is not null).Select(n => n!.GetValue<double>()).ToList();
-                if (v.Count == 0) continue;
-                xs.Add(i);
-                ys.Add(Math.Log10(Math.Max(1e-12, v.Average())));
-            }
-            if (xs.Count == 0) continue;
-            var s = plt.Add.Scatter(xs.ToArray(), ys.ToArray());
-            s.LegendText = a.Name;
-            s.MarkerSize = 7;
+            var points = Enumerable.Range(0, a.K + 1)
+                .Select(i => (i, v: late.Select(r => r[$"grad_latent_{i}"]).Where(n => n is not null).Select(n => n!.GetValue<double>()).ToList()))
+                .Where(p => p.v.Count > 0).ToList();
+            if (points.Count > 0)
+                curves.Add(new Curve(a.Name, points.Select(p => (double)p.i).ToArray(), points.Select(p => Math.Log10(Math.Max(1e-12, p.v.Average()))).ToArray()));
         }
-        plt.Title("‖∂L/∂latent_k‖ by latent step (mean over the last half of training)");
-        plt.XLabel("k (0 = encoded question, K = bridged latent)");
-        plt.YLabel("log10 gradient norm");
-        plt.ShowLegend(Alignment.UpperLeft);
-        Save(plt, path);
-    }
-
-    static void Save(Plot plt, string path)
-    {
-        var tmp = path + ".tmp.png";
-        plt.SavePng(tmp, 800, 550);
-        File.Move(tmp, path, overwrite: true);
+        return curves;
     }
 }
