@@ -38,6 +38,20 @@ public sealed class TeacherTests : IDisposable
         Assert.Equal("132", fmt.ParseAnswer(fmt.Tokenizer.Encode("132<eos>"), thinking: false));
     }
 
+    /// <summary>A problem space too small for the evaluation is refused before the first update, not after training.</summary>
+    [Fact]
+    public void EvaluationTooLargeForTheProblemSpaceFailsBeforeTraining()
+    {
+        var o = new TeacherOptions
+        {
+            Task = "addition", Difficulty = 2, Steps = 5, BatchSize = 4, Hidden = 32, Layers = 1, Heads = 2,
+            EvalProblems = 500, OodExtra = 0, OutDir = _dir, ProgressBar = false, Compute = "f32",
+        };
+        var e = Assert.Throws<InvalidOperationException>(() => TeacherTraining.Train(o, TextWriter.Null));
+        Assert.Contains("distinct Test problems of difficulty 2", e.Message);
+        Assert.False(Directory.Exists(Path.Combine(_dir, "train")), "training started before the evaluation sets were drawn");
+    }
+
     [Fact]
     [Trait("Category", "Slow")]
     public void TeacherLearnsTwoDigitAdditionWithThinkingAndSavesAHuggingFaceFolder()

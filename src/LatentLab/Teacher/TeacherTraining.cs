@@ -75,6 +75,8 @@ public static class TeacherTraining
         var fmt = TeacherFormat.Create(family);
         var config = TeacherModel.DefaultConfig(fmt.Tokenizer, o.Hidden, o.Layers, o.Heads);
         ComputePolicy.Validate(o.Compute);
+        // Drawn before training, so a problem space too small for the evaluation fails now, not after the run.
+        var evalSets = EvaluationSets(fmt.Family, difficulty, o.EvalProblems, o.OodExtra, o.Seed);
 
         TorchRuntime.Seed(o.Seed);
         var device = TorchRuntime.ParseDevice(o.Device);
@@ -123,7 +125,7 @@ public static class TeacherTraining
 
         var sw = Stopwatch.StartNew();
         model.eval();
-        var cells = Evaluate(model, fmt, difficulty, o.EvalProblems, o.OodExtra, o.Seed);
+        var cells = Evaluate(model, fmt, evalSets);
         double evalSeconds = sw.Elapsed.TotalSeconds;
 
         var report = new TeacherReport(Path.GetFullPath(o.OutDir), Path.GetFullPath(modelDir), trainSeconds, evalSeconds,
@@ -136,18 +138,18 @@ public static class TeacherTraining
     /// Verified accuracy with and without thinking on held-out problems at the training length (in-distribution)
     /// and at each longer length up to +<paramref name="oodExtra"/> (out of distribution).
     /// </summary>
-    public static IReadOnlyList<ModeAccuracy> Evaluate(DecoderLM model, TeacherFormat fmt, int difficulty, int n, int oodExtra, long seed)
-    {
-        var cells = new List<ModeAccuracy>();
-        for (int d = difficulty; d <= Math.Min(difficulty + oodExtra, fmt.Family.Difficulty.Max); d++)
-        {
-            var problems = TaskSplits.Generate(fmt.Family, Split.Test, n, d, seed + 7919 * d);
-            string set = d == difficulty ? "in-distribution" : $"OOD +{d - difficulty}";
-            foreach (bool thinking in new[] { true, false })
-                cells.Add(TeacherEval.Summarise(set, d, thinking, TeacherEval.Grade(model, fmt, problems, thinking)));
-        }
-        return cells;
-    }
+    public static IReadOnlyList<ModeAccuracy> Evaluate(DecoderLM model, TeacherFormat fmt, int difficulty, int n, int oodExtra, long seed) =>
+        Evaluate(model, fmt, EvaluationSets(fmt.Family, difficulty, n, oodExtra, seed));
+
+    static IReadOnlyList<ModeAccuracy> Evaluate(DecoderLM model, TeacherFormat fmt, IReadOnlyList<(string Set, int Difficulty, IReadOnlyList<TaskProblem> Problems)> sets) =>
+        sets.SelectMany(e => new[] { true, false }.Select(thinking =>
+            TeacherEval.Summarise(e.Set, e.Difficulty, thinking, TeacherEval.Grade(model, fmt, e.Problems, thinking)))).ToList();
+
+    /// <summary>The held-out test problems at the training length and at each longer one up to +<paramref name="oodExtra"/>.</summary>
+    static IReadOnlyList<(string Set, int Difficulty, IReadOnlyList<TaskProblem> Problems)> EvaluationSets(ITaskFamily family, int difficulty, int n, int oodExtra, long seed) =>
+        Enumerable.Range(difficulty, Math.Max(0, Math.Min(difficulty + oodExtra, family.Difficulty.Max) - difficulty + 1))
+            .Select(d => (d == difficulty ? "in-distribution" : $"OOD +{d - difficulty}", d, TaskSplits.Generate(family, Split.Test, n, d, seed + 7919 * d)))
+            .ToList();
 
     static void WriteReport(TeacherReport r, TeacherOptions o, ITaskFamily family)
     {
