@@ -9,4 +9,5 @@ foreach (var c in TeacherCommands.Create()) root.Add(c);
 root.Add(ShortcutCommands.Create());
 foreach (var c in ReasonerCommands.Create()) root.Add(c);
 root.Add(RecurrenceCommands.Create());
+root.Add(RJepaCommands.Create());
 return root.Parse(args).Invoke();

@@ -57,3 +57,45 @@ public sealed record Difference(double Value, double Low, double High)
     public override string ToString() => string.Create(System.Globalization.CultureInfo.InvariantCulture,
         $"{Value * 100:+0.0;-0.0;0.0} pp [{Low * 100:+0.0;-0.0;0.0}, {High * 100:+0.0;-0.0;0.0}]");
 }
+
+/// <summary>
+/// Area under the ROC curve of a score that should be higher for positives: P(score of a positive &gt; score of a
+/// negative), ties counting half (the Mann–Whitney statistic), with the Hanley–McNeil (1982) 95% interval, clipped to [0, 1].
+/// 0.5 is chance; NaN when either group is empty.
+/// </summary>
+public sealed record Auroc(double Value, double Low, double High, int Positives, int Negatives)
+{
+    public static Auroc Of(IReadOnlyList<double> positives, IReadOnlyList<double> negatives)
+    {
+        int np = positives.Count, nn = negatives.Count;
+        if (np == 0 || nn == 0) return new(double.NaN, double.NaN, double.NaN, np, nn);
+        var neg = negatives.OrderBy(x => x).ToArray();
+        double wins = 0;
+        foreach (var p in positives)
+        {
+            int below = LowerBound(neg, p), notAbove = UpperBound(neg, p);
+            wins += below + 0.5 * (notAbove - below);
+        }
+        double a = wins / ((double)np * nn);
+        double q1 = a / (2 - a), q2 = 2 * a * a / (1 + a);
+        double se = Math.Sqrt(Math.Max(0, (a * (1 - a) + (np - 1) * (q1 - a * a) + (nn - 1) * (q2 - a * a)) / ((double)np * nn)));
+        return new(a, Math.Max(0, a - 1.96 * se), Math.Min(1, a + 1.96 * se), np, nn);
+    }
+
+    static int LowerBound(double[] s, double v)
+    {
+        int lo = 0, hi = s.Length;
+        while (lo < hi) { int m = (lo + hi) / 2; if (s[m] < v) lo = m + 1; else hi = m; }
+        return lo;
+    }
+
+    static int UpperBound(double[] s, double v)
+    {
+        int lo = 0, hi = s.Length;
+        while (lo < hi) { int m = (lo + hi) / 2; if (s[m] <= v) lo = m + 1; else hi = m; }
+        return lo;
+    }
+
+    public override string ToString() => double.IsNaN(Value) ? $"n/a ({Positives} vs {Negatives})"
+        : string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{Value:F3} [{Low:F3}, {High:F3}] ({Positives} vs {Negatives})");
+}

@@ -156,6 +156,7 @@ public sealed record Study
         ["arms"] = new JsonArray(Arms.Select(a => (JsonNode)new JsonObject
         {
             ["name"] = a.Name, ["role"] = Role(a.Role), ["description"] = a.Description, ["accuracy"] = StudyFiles.Json(a.Accuracy),
+            ["correct"] = a.Accuracy?.Successes, ["total"] = a.Accuracy?.Trials,
             ["token_steps"] = a.TokenSteps, ["flops"] = a.Flops, ["train_flops"] = a.TrainFlops, ["seconds"] = a.Seconds,
             ["notes"] = a.Notes, ["not_run"] = a.NotRunReason,
         }).ToArray()),

@@ -37,6 +37,47 @@ public static class StudyPlots
         return Save(plt, path, 900, 560);
     }
 
+    /// <summary>Accuracy of every arm that was run, one marker per arm with its Wilson interval, arms named on the x axis.</summary>
+    public static string AccuracyPerArm(Study study, string path, string title)
+    {
+        var plt = new Plot();
+        var arms = study.Arms.Where(a => a.WasRun).ToList();
+        for (int i = 0; i < arms.Count; i++)
+        {
+            var p = arms[i].Accuracy!.Value;
+            var s = plt.Add.Scatter(new[] { (double)i }, new[] { p.Value * 100 });
+            s.MarkerSize = 10;
+            var e = plt.Add.ErrorBar(new[] { (double)i }, new[] { p.Value * 100 }, new[] { (p.Value - p.Low) * 100 });
+            e.YErrorNegative = new[] { (p.Value - p.Low) * 100 };
+            e.YErrorPositive = new[] { (p.High - p.Value) * 100 };
+            e.Color = s.Color;
+        }
+        plt.Axes.Bottom.SetTicks(Enumerable.Range(0, arms.Count).Select(i => (double)i).ToArray(), arms.Select(a => a.Name).ToArray());
+        plt.Axes.Bottom.TickLabelStyle.Rotation = 20;
+        plt.Axes.SetLimitsX(-0.7, arms.Count - 0.3);
+        plt.Title(title);
+        plt.YLabel("verified accuracy (%), Wilson 95%");
+        plt.Axes.SetLimitsY(-5, 105);
+        return Save(plt, path, Math.Max(700, 130 * arms.Count), 560);
+    }
+
+    /// <summary>Histograms of several samples on shared bins, each as the share of its values per bin.</summary>
+    public static string Histograms(string path, string title, string xLabel, IReadOnlyList<(string Label, double[] Values)> groups, int bins = 30)
+    {
+        var all = groups.SelectMany(g => g.Values).Where(double.IsFinite).ToArray();
+        if (all.Length == 0) throw new ArgumentException("histogram: no finite values");
+        double lo = all.Min(), hi = all.Max(), w = hi > lo ? (hi - lo) / bins : 1;
+        var centres = Enumerable.Range(0, bins).Select(b => lo + (b + 0.5) * w).ToArray();
+        var curves = groups.Select(g =>
+        {
+            var counts = new double[bins];
+            foreach (var v in g.Values.Where(double.IsFinite)) counts[Math.Clamp((int)((v - lo) / w), 0, bins - 1)]++;
+            double n = Math.Max(1, g.Values.Length);
+            return new Curve($"{g.Label} (n = {g.Values.Length})", centres, counts.Select(c => c / n).ToArray());
+        }).ToList();
+        return Lines(path, title, xLabel, "share of traces", curves);
+    }
+
     /// <summary>Accuracy of every sweep of the study against its knob.</summary>
     public static string AccuracyVsKnob(Study study, string path, string title, string xLabel) =>
         Lines(path, title, xLabel, "verified accuracy (%)",
