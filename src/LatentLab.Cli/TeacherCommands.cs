@@ -98,7 +98,7 @@ public static class TeacherCommands
                 var study = LatentLab.Methods.Shortcut.ShortcutStudy.Run(new LatentLab.Methods.Shortcut.ShortcutStudyOptions
                 {
                     ModelDir = report.ModelDir, Task = o.Task, OutDir = Path.Combine(pr.GetValue(output)!, "shortcut"), Device = o.Device,
-                    Compute = o.Compute,
+                    Compute = o.Compute, IgnoreGate = true, // the demo computes every no-go row, past a failed gate if need be
                 }, ConsoleLog.Instance);
                 ShortcutStudyCommands.PrintNoGo(study);
             }

@@ -1,4 +1,7 @@
+using LatentLab.Evaluation;
 using LatentLab.Hooks;
+using LatentLab.Latents;
+using LatentLab.Methods.Shortcut;
 using LatentLab.Models;
 using LatentLab.Teacher;
 using LatentLab.Tensors;
@@ -134,5 +137,48 @@ public sealed class BottleneckTests
         var logits = model.Forward(tensor(seq.Select(i => (long)i).ToArray()).unsqueeze(0), positions: positions, keyExpiry: expiry).Logits!;
         for (int j = 0; j < gen.Length; j++)
             Assert.Equal(gen[j], (int)logits[0, marker + j].argmax().item<long>());
+    }
+
+    [Fact]
+    public void KvPrefixOracleAnswersExactlyAsTheTeacherDoesThroughItsSlots()
+    {
+        var (model, fmt) = Teacher(9);
+        using var _ = model;
+        var problems = LatentTestKit.Problems(6, digits: 2, seed: 3);
+        // Phase 0's one path: reference thoughts, the slots forced, the answer decoded behind the bottleneck.
+        using var set = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, problems, LatentTestKit.Reference(k: Slots) with { MaxNewTokens = 8 });
+        Assert.Equal(problems.Count, set.Samples.Count);
+        Assert.Equal(new long[] { problems.Count, Slots, 32 }, set.Post.shape);
+        var slots = KvPrefixInjection.SlotCache(model, fmt, set.Samples);
+        var oracle = KvPrefixInjection.Answer(model, fmt, problems, slots);
+        Assert.Equal(set.Samples.Select(x => x.TeacherAnswer), oracle.Answers);
+        // The mean prefix ignores the problem: on different problems it may not reproduce them all.
+        var mean = KvPrefixInjection.Answer(model, fmt, problems, KvPrefixInjection.Mean(slots, problems.Count));
+        Assert.Single(mean.Answers.Distinct());
+        foreach (var (k, v) in slots) { k.Dispose(); v.Dispose(); }
+    }
+
+    [Fact]
+    public void CriteriaBelowTheirCeilingAreUninformativeAndAFlatZeroSweepIsNoPass()
+    {
+        static Proportion P(int s, int n) => Proportion.Wilson(s, n);
+        var diag = new ShortcutDiagnosticsResult(10, 4, 1, 0, 0, 0, 0, P(1, 10), P(2, 10), 0.1, 0.5, [], [],
+            new CollapseStats([1.0], [1.0], 1, 1, 0), new GateResult(false, [], "test"));
+        NoGoNumbers Numbers(Proportion ceiling, double bestScale) =>
+            new("soft-tokens", P(0, 100), P(0, 100), P(0, 100), P(100, 100), Difference.Of(P(0, 100), P(0, 100)), Difference.Of(P(0, 100), P(0, 100)),
+                P(0, 50), P(10, 50), P(0, 100), 1.0, P(0, 50), 0, 1, 2) { Ceiling = ceiling, CeilingArm = "kv-prefix oracle", BestScaleAccuracy = bestScale };
+        var report = new ShortcutEvalReport("t", "p", 1, 1, new Study("s", []), [], [], new LexicalResult(P(0, 100), P(0, 100)),
+            new SeparabilityResult(1, 2, 2), Numbers(P(0, 100), 0), 0, []);
+        var low = ShortcutStudy.NoGoTable(new NoGoThresholds(), diag, report, 0, 10);
+        Assert.Equal("UNINFORMATIVE", low.Single(r => r.Criterion.StartsWith("shortcut beats")).Status);
+        Assert.Equal("UNINFORMATIVE", low.Single(r => r.Criterion.StartsWith("latent interventions")).Status);
+        Assert.Equal("UNINFORMATIVE", low.Single(r => r.Criterion.StartsWith("no fragile")).Status);
+        Assert.Equal("FAIL", low.Single(r => r.Criterion.StartsWith("train/inference")).Status);
+        // With a ceiling of 100% the same numbers are real failures, and a sweep that scores somewhere can pass.
+        var high = ShortcutStudy.NoGoTable(new NoGoThresholds(), diag, report with { NoGo = Numbers(P(100, 100), 0.5) }, 0, 10);
+        Assert.Equal("FAIL", high.Single(r => r.Criterion.StartsWith("shortcut beats")).Status);
+        Assert.Equal("FAIL", high.Single(r => r.Criterion.StartsWith("latent interventions")).Status);
+        Assert.Equal("PASS", high.Single(r => r.Criterion.StartsWith("no fragile")).Status);
+        Assert.Contains("ceiling (kv-prefix oracle) 100.0", high[0].Evidence);
     }
 }
