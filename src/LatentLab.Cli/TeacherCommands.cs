@@ -27,8 +27,10 @@ public static class TeacherCommands
         var seed = new Option<long>("--seed") { DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--out") { DefaultValueFactory = _ => "runs/teacher" };
         var device = CliSupport.DeviceOption();
+        var slots = new Option<int>("--bottleneck") { Description = "latent slots of the bottleneck trace format (0: full traces only)", DefaultValueFactory = _ => 0 };
+        var slotShare = new Option<double>("--bottleneck-fraction") { Description = "share of the thinking traces in bottleneck form", DefaultValueFactory = _ => new TeacherOptions().BottleneckFraction };
         var train = new Command("train", "Train a character-level teacher from scratch on a task's thinking and direct traces (resumes if killed)")
-            { task, digits, steps, batch, lr, hidden, layers, compute, evalN, seed, output, device };
+            { task, digits, steps, batch, lr, hidden, layers, compute, evalN, seed, output, device, slots, slotShare };
         train.SetAction(pr => CliSupport.Run(() =>
         {
             var o = new TeacherOptions
@@ -36,7 +38,7 @@ public static class TeacherCommands
                 Task = pr.GetValue(task)!, Difficulty = pr.GetValue(digits), Steps = pr.GetValue(steps), BatchSize = pr.GetValue(batch),
                 LearningRate = pr.GetValue(lr), Hidden = pr.GetValue(hidden), Layers = pr.GetValue(layers), Compute = pr.GetValue(compute)!,
                 EvalProblems = pr.GetValue(evalN), Seed = pr.GetValue(seed), OutDir = pr.GetValue(output)!,
-                Device = pr.GetValue(device)!,
+                Device = pr.GetValue(device)!, BottleneckSlots = pr.GetValue(slots), BottleneckFraction = pr.GetValue(slotShare),
             };
             var report = TeacherTraining.Train(o, ConsoleLog.Instance);
             PrintReport(report);
@@ -57,8 +59,8 @@ public static class TeacherCommands
             var path = pr.GetValue(dir)!;
             var modelDir = CliSupport.ModelDir(path);
             var family = TaskRegistry.Get(pr.GetValue(evalTask)!);
-            var tok = TokenizerLoader.TryLoadFromDirectory(modelDir) ?? throw new UserError($"{modelDir} has no tokenizer.json");
-            var fmt = new TeacherFormat(family, tok);
+            if (TokenizerLoader.TryLoadFromDirectory(modelDir) is null) throw new UserError($"{modelDir} has no tokenizer.json");
+            var fmt = TeacherFormat.ForModel(modelDir, family);
             using var model = Checkpoints.Load(modelDir, device: LatentLab.Tensors.TorchRuntime.ParseDevice(pr.GetValue(evalDevice)!));
             var sw = Stopwatch.StartNew();
             var cells = TeacherTraining.Evaluate(model, fmt, pr.GetValue(evalDigits) ?? family.Difficulty.Default, pr.GetValue(evalProblems), pr.GetValue(ood), pr.GetValue(evalSeed));
@@ -76,15 +78,16 @@ public static class TeacherCommands
         var demoDevice = CliSupport.DeviceOption();
         var teacherOnly = new Option<bool>("--teacher-only") { Description = "stop after the teacher (skip the latent shortcut study)" };
         var demoCompute = CliSupport.ComputeOption();
+        var demoSlots = new Option<int>("--bottleneck") { Description = "latent slots of the teacher's bottleneck traces (0: full traces only)", DefaultValueFactory = _ => DemoSlots };
         var cmd = new Command("demo", "The main job: train a teacher on 4-digit addition, then run the latent shortcut study on it and print the no-go table")
-            { output, steps, demoDevice, teacherOnly, demoCompute };
+            { output, steps, demoDevice, teacherOnly, demoCompute, demoSlots };
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var sw = Stopwatch.StartNew();
             var o = new TeacherOptions
             {
                 OutDir = Path.Combine(pr.GetValue(output)!, "teacher"), Steps = pr.GetValue(steps), Device = pr.GetValue(demoDevice)!,
-                Compute = pr.GetValue(demoCompute)!,
+                Compute = pr.GetValue(demoCompute)!, BottleneckSlots = pr.GetValue(demoSlots),
             };
             AnsiConsole.MarkupLine($"[bold]LatentLab demo[/]: training a {o.Layers}-layer d={o.Hidden} teacher on {o.Task} ({o.Steps} steps), then grading it.");
             var report = TeacherTraining.Train(o, ConsoleLog.Instance);
@@ -95,7 +98,7 @@ public static class TeacherCommands
                 var study = LatentLab.Methods.Shortcut.ShortcutStudy.Run(new LatentLab.Methods.Shortcut.ShortcutStudyOptions
                 {
                     ModelDir = report.ModelDir, Task = o.Task, OutDir = Path.Combine(pr.GetValue(output)!, "shortcut"), Device = o.Device,
-                    Compute = o.Compute,
+                    Compute = o.Compute, IgnoreGate = true, // the demo computes every no-go row, past a failed gate if need be
                 }, ConsoleLog.Instance);
                 ShortcutStudyCommands.PrintNoGo(study);
             }
@@ -104,6 +107,9 @@ public static class TeacherCommands
         }));
         return cmd;
     }
+
+    /// <summary>The demo teacher's bottleneck: 4 slots, one per digit of a 4-digit sum (the fifth, a carry, shares them).</summary>
+    public const int DemoSlots = 4;
 
     static void PrintReport(TeacherReport r)
     {
@@ -117,7 +123,7 @@ public static class TeacherCommands
     {
         var table = new Table().AddColumns("test set", "difficulty", "mode", "verified accuracy [[Wilson 95%]]", "tokens/answer");
         foreach (var c in cells)
-            table.AddRow(Markup.Escape(c.Set), c.Difficulty.ToString(), c.Thinking ? "thinking" : "direct",
+            table.AddRow(Markup.Escape(c.Set), c.Difficulty.ToString(), c.Mode,
                 Markup.Escape(c.Accuracy.ToString()), c.MeanGeneratedTokens.ToString("F1"));
         AnsiConsole.Write(table);
     }

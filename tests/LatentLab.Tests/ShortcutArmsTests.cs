@@ -1,4 +1,5 @@
 using LatentLab.Evaluation;
+using LatentLab.Latents;
 using LatentLab.Methods.Shortcut;
 using LatentLab.Models;
 using LatentLab.Tasks;
@@ -92,7 +93,8 @@ public sealed class ShortcutArmsTests
         var (model, fmt) = RandomTeacher();
         using var _m = model;
         var problems = TaskSplits.Generate(fmt.Family, Split.Test, 6, 2, 5);
-        using var cap = ShortcutCapture.Capture(model, fmt, problems, "blocks.0.resid_post", k: 2);
+        // The arms read states through the latent store's one path (a random teacher never closes its thinking: reference traces).
+        using var cap = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, problems, LatentTestKit.Reference(k: 2, point: "blocks.0.resid_post"));
         Assert.Equal(new long[] { 6, 32 }, cap.Pre.shape);
         Assert.Equal(new long[] { 6, 2, 32 }, cap.Post.shape);
         foreach (var s in cap.Samples)
@@ -128,8 +130,8 @@ public sealed class ShortcutArmsTests
         var testP = TaskSplits.Generate(fmt.Family, Split.Test, 12, 2, 2);
         // The random teacher cannot add, so its traces are captured for the states and the samples' answers set to the
         // truth: this exercises the plumbing, not the science.
-        using var tr = ShortcutCapture.Capture(model, fmt, trainP, point);
-        using var te = ShortcutCapture.Capture(model, fmt, testP, point);
+        using var tr = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, trainP, LatentTestKit.Reference(point: point));
+        using var te = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, testP, LatentTestKit.Reference(point: point));
         var train = tr.Samples.Select(s => s with { TeacherAnswer = s.Problem.Answer, Verified = true }).ToList();
         var test = te.Samples.Select(s => s with { TeacherAnswer = s.Problem.Answer, Verified = true }).ToList();
         var oracle = new OraclePredictor(tr.Pre, tr.Post);
@@ -139,7 +141,12 @@ public sealed class ShortcutArmsTests
         try
         {
             var r = ShortcutEvaluation.Run(model, fmt, oracle, train, tr.Pre, tr.Post, test, te.Pre, te.Post, o, dir);
-            Assert.Equal(new[] { "thinking", "direct", "distillation", "soft-tokens", "residual-delta", "lora-student", "kv-prefix" }, r.Arms.Select(a => a.Name));
+            Assert.Equal(new[] { "thinking", "direct", "distillation", "soft-tokens", "residual-delta", "residual-delta oracle", "residual-delta mean", "lora-student", "kv-prefix" },
+                r.Arms.Select(a => a.Name));
+            // Without a bottleneck the delta arm's oracle and mean are the table's ceiling and floor.
+            Assert.Equal("residual-delta oracle", r.Study.Ceiling!.Name);
+            Assert.Equal("residual-delta mean", r.Study.Floor!.Name);
+            Assert.Equal(r.Arm("residual-delta oracle").Accuracy, r.NoGo.Ceiling);
             Assert.NotNull(r.Arm("kv-prefix").NotRunReason);
             Assert.All(r.Arms.Where(a => a.NotRunReason is null), a => { Assert.Equal(12, a.Accuracy!.Value.Trials); Assert.True(a.Flops > 0 && a.TokenSteps > 0); });
             // Thinking spends more than the shortcut; the shortcut's K soft tokens and marker are counted.

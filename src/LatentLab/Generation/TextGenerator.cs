@@ -321,6 +321,7 @@ public sealed class TextGenerator
             copy.Append(l, Batch(k, $"layer {l} keys"), Batch(v, $"layer {l} values"));
         }
         copy.AppendMask(Batch(prefix.Mask!, "mask").clone());
+        copy.CopyLayout(prefix, t => Batch(t, "layout"));
         return copy;
     }
 }

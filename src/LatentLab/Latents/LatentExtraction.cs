@@ -51,7 +51,7 @@ public static class LatentExtraction
         using var compute = UseCompute(model, o.Compute);
         var (samples, skipped) = Traces(model, fmt, problems, o, 0,
             (done, verified, skip) => progress?.Invoke(new ExtractionProgress(done, problems.Count, verified, skip, "traces")));
-        var (pre, post) = States(model, samples, o.Point, o.K, TorchRuntime.ParseDType(o.DType), o.BatchSize);
+        var (pre, post) = States(model, samples, o.Point, o.K, TorchRuntime.ParseDType(o.DType), o.BatchSize, fmt);
         return new LatentSet(samples, pre, post, skipped);
     }
 
@@ -119,7 +119,7 @@ public static class LatentExtraction
                     cancel.ThrowIfCancellationRequested();
                     progress?.Invoke(new ExtractionProgress(doneBefore + d, total, verifiedBefore + v, skippedBefore + s, "traces"));
                 });
-                var (pre, post) = States(model, samples, o.Point, o.K, TorchRuntime.ParseDType(o.DType), o.BatchSize);
+                var (pre, post) = States(model, samples, o.Point, o.K, TorchRuntime.ParseDType(o.DType), o.BatchSize, fmt);
                 using (pre)
                 using (post)
                     file = LatentStore.WriteFile(outDir, a, b, samples, skipped, pre, post);
@@ -214,11 +214,17 @@ public static class LatentExtraction
                     maxNew = Math.Max(maxNew, o.MaxNewTokens ?? ids.Length - pos.Post - 1 + 16);
                 }
             }
-            var outcome = gen.Generate(starts, new GenerationConfig(MaxNewTokens: maxNew, StopTokens: stops));
+            // A bottleneck teacher thinks through its slots, its answer decoded behind the bottleneck.
+            var bottleneck = fmt.Slots == 0 ? null : ThinkingGeneration.Generate(model, fmt,
+                o.Trace == TraceMode.Own ? promptIds : chunk.Select((p, i) => promptIds[i].Concat(fmt.Tokenizer.Encode(fmt.Thinking(p))).ToArray()).ToList(),
+                promptIds.Select(p => p.Length).ToList(), bottleneck: true, maxNew, chunk.Max(p => fmt.Tokenizer.Encode(p.Answer).Length) + 4,
+                continueThought: o.Trace == TraceMode.Own);
+            using var outcome = bottleneck is null ? gen.Generate(starts, new GenerationConfig(MaxNewTokens: maxNew, StopTokens: stops)) : null;
             for (int i = 0; i < chunk.Count; i++)
             {
                 int index = firstIndex + at + i;
-                int[] trace = [.. starts[i], .. outcome.Tokens[i], .. outcome.MatchedStopToken[i] is int stop ? new[] { stop } : []];
+                int[] trace = bottleneck is not null ? [.. promptIds[i], .. bottleneck[i].Continuation]
+                    : [.. starts[i], .. outcome!.Tokens[i], .. outcome.MatchedStopToken[i] is int stop ? new[] { stop } : []];
                 var sample = MakeSample(fmt, index, chunk[i], promptIds[i], trace, o.K, out var reason);
                 if (sample is null) skipped.Add(new SkippedProblem(index, reason!));
                 else samples.Add(sample);
@@ -256,8 +262,9 @@ public static class LatentExtraction
     /// Each row's forward pass covers its trace only up to PostPosition, so tokens from the first answer token on
     /// cannot affect the states (and <see cref="LeakRule.Check"/> refuses any sample whose positions would).
     /// </summary>
+    /// <param name="format">The trace format, for bottleneck traces (their slots take positions as if the thought were absent).</param>
     public static (Tensor Pre, Tensor Post) States(DecoderLM model, IReadOnlyList<TraceSample> samples, string point, int k,
-        ScalarType dtype = ScalarType.Float32, int batchSize = 64)
+        ScalarType dtype = ScalarType.Float32, int batchSize = 64, TraceFormat? format = null)
     {
         ArgumentNullException.ThrowIfNull(samples);
         foreach (var s in samples) LeakRule.Check(s, k);
@@ -276,11 +283,16 @@ public static class LatentExtraction
                 var chunk = samples.Skip(at).Take(batchSize).ToList();
                 int b = chunk.Count;
                 // Each row stops at its post position: nothing from the answer on enters the forward pass.
-                var (ids, mask) = TokenBatch.RightPad(chunk.Select(s => s.TraceIds[..(s.PostPosition + 1)]).ToList(), pad);
+                var cut = chunk.Select(s => s.TraceIds[..(s.PostPosition + 1)]).ToList();
+                var (ids, mask) = TokenBatch.RightPad(cut, pad);
                 var where = chunk.SelectMany(s => LeakRule.TargetPositions(s, k).Select(p => (long)p)).ToArray();
                 var dev = model.Device;
+                Tensor? positions = null, expiry = null;
+                if (format?.Slots > 0)
+                    (positions, expiry) = Models.SequenceLayout.Batch(chunk.Select((s, i) => format.Layout(cut[i], s.PromptIds.Length)).ToList(),
+                        cut.Select(c => c.Length).ToList(), (int)ids.shape[1]);
                 using var output = model.Forward(ids.to(dev), attentionMask: mask.to(dev),
-                    hooks: hooks, logits: LogitsMode.None);
+                    hooks: hooks, logits: LogitsMode.None, positions: positions?.to(dev), keyExpiry: expiry?.to(dev));
                 var h = output.Capture(HookSpec.Capture(point).Key);
                 var idx = tensor(where).view(b, k + 1, 1).expand(b, k + 1, d).to(dev);
                 var picked = h.gather(1, idx).to(dtype).cpu();

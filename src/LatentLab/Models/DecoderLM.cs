@@ -313,9 +313,14 @@ public sealed class DecoderLM : nn.Module
     /// space like <see cref="Embed"/>). <paramref name="attentionMask"/> [B, T] marks real tokens (1) and padding (0);
     /// positions follow the mask, so left padding works. With a cache, the new tokens attend to everything cached
     /// and are appended to it.
+    /// <paramref name="positions"/> [B, T] overrides the RoPE positions (default: real tokens counted from 0, continuing
+    /// the cache); <paramref name="keyExpiry"/> [B, T] hides a key from every query at that column of the sequence or
+    /// later (cache columns count; long.MaxValue = never): with both, a bottleneck trace's answer sees the prompt and
+    /// the slots but not the thought, and takes positions as if the thought were absent. The cache keeps both, so
+    /// decoding honours them.
     /// </summary>
     public ModelOutput Forward(Tensor? inputIds = null, Tensor? inputEmbeds = null, Tensor? attentionMask = null,
-        KvCache? cache = null, HookSet? hooks = null, LogitsMode logits = LogitsMode.All)
+        KvCache? cache = null, HookSet? hooks = null, LogitsMode logits = LogitsMode.All, Tensor? positions = null, Tensor? keyExpiry = null)
     {
         if ((inputIds is null) == (inputEmbeds is null))
             throw new ArgumentException("give exactly one of inputIds or inputEmbeds");
@@ -332,13 +337,26 @@ public sealed class DecoderLM : nn.Module
         var chunkMask = attentionMask?.to(ScalarType.Int64) ?? ones(b, t, dtype: ScalarType.Int64, device: dev);
         if (chunkMask.shape[0] != b || chunkMask.shape[1] != t)
             throw new ArgumentException($"attention mask shape [{string.Join(",", chunkMask.shape)}] does not match input [{b},{t}]");
+        if (positions is not null && (positions.shape[0] != b || positions.shape[1] != t))
+            throw new ArgumentException($"positions shape [{string.Join(",", positions.shape)}] does not match input [{b},{t}]");
+        if (keyExpiry is not null && (keyExpiry.shape[0] != b || keyExpiry.shape[1] != t))
+            throw new ArgumentException($"key expiry shape [{string.Join(",", keyExpiry.shape)}] does not match input [{b},{t}]");
+        // Positions count real tokens only, so left-padded rows start at 0 like unpadded ones; a cache continues
+        // from one past its last real position.
+        var before = cache?.NextPositions?.to(dev) ?? zeros(b, dtype: ScalarType.Int64, device: dev);
+        positions = positions?.to(ScalarType.Int64).to(dev) ?? (before.unsqueeze(1) + chunkMask.cumsum(1) - 1).clamp_min(0);
         Tensor fullMask;
-        if (cache is not null) { cache.AppendMask(chunkMask); fullMask = cache.Mask!; }
-        else fullMask = chunkMask;
+        Tensor? expiry;
+        if (cache is not null)
+        {
+            cache.AppendMask(chunkMask);
+            cache.AppendExpiry(keyExpiry?.to(dev), t);
+            cache.AdvancePositions(positions, chunkMask, before);
+            fullMask = cache.Mask!;
+            expiry = cache.Expiry;
+        }
+        else (fullMask, expiry) = (chunkMask, keyExpiry?.to(ScalarType.Int64).to(dev));
         long s = fullMask.shape[1];
-
-        // Positions count real tokens only, so left-padded rows start at 0 like unpadded ones.
-        var positions = (fullMask.cumsum(1) - 1).clamp_min(0).narrow(1, s - t, t);
 
         var runner = new HookRunner(hooks, c.NumLayers, inputIds, attentionMask is null ? null : chunkMask, offset, b, t, captures);
 
@@ -353,11 +371,12 @@ public sealed class DecoderLM : nn.Module
         var kIdx = arange(s, dtype: ScalarType.Int64, device: dev).view(1, 1, 1, s);
         var keyReal = fullMask.view(b, 1, 1, s).to(ScalarType.Bool);
         var causal = keyReal.logical_and(kIdx <= qIdx);
+        if (expiry is not null) causal = causal.logical_and(qIdx < expiry.view(b, 1, 1, s));
         var sliding = c.SlidingWindow is { } w ? causal.logical_and((qIdx - kIdx) < w) : null;
         // With no cached prefix and no left padding, every real query sees exactly the keys at or before it, which
         // the fused kernel's is_causal expresses without a [B, 1, T, S] mask (about 2× faster at long prompts).
         // Right padding only changes what padding queries see, and their outputs are ignored.
-        bool plainCausal = offset == 0 && (attentionMask is null || RightPadded(chunkMask));
+        bool plainCausal = offset == 0 && expiry is null && (attentionMask is null || RightPadded(chunkMask));
         using var globalMask = new AttentionMask(causal, plainCausal);
         using var slidingMask = sliding is null ? null : new AttentionMask(sliding, plainCausal && s <= c.SlidingWindow!.Value);
 

@@ -11,6 +11,8 @@ public sealed class KvCache : IDisposable
     readonly Tensor?[] _keys;
     readonly Tensor?[] _values;
     Tensor? _mask; // [B, S] int64, 1 = real token
+    Tensor? _expiry; // [B, S] int64: the first query column that no longer sees the key (null: every key stays visible)
+    Tensor? _next; // [B] int64: the RoPE position the next real token of each row takes (null: the count of real tokens)
     readonly bool _keepGraph;
 
     /// <param name="keepGraph">Keep the autograd graph of cached keys and values, so a loss on later positions
@@ -28,6 +30,16 @@ public sealed class KvCache : IDisposable
     public int NumLayers => _keys.Length;
     public long Length => _mask?.shape[1] ?? 0;
     public Tensor? Mask => _mask;
+
+    /// <summary>
+    /// [B, S]: for each cached key, the first query column from which it is hidden (long.MaxValue: never); null when
+    /// no key was ever hidden. This is how a bottleneck trace keeps its thought out of the answer's sight while
+    /// decoding (see <see cref="DecoderLM.Forward"/>'s keyExpiry).
+    /// </summary>
+    public Tensor? Expiry => _expiry;
+
+    /// <summary>[B]: the position the next real token of each row takes (one past the last real position so far).</summary>
+    public Tensor? NextPositions => _next ?? _mask?.sum(1);
     public Tensor? Keys(int layer) => _keys[layer];
     public Tensor? Values(int layer) => _values[layer];
 
@@ -50,6 +62,24 @@ public sealed class KvCache : IDisposable
         }
         cache._mask = ones(batch, p, dtype: ScalarType.Int64, device: prefix[0].Key.device).DetachFromDisposeScope();
         return cache;
+    }
+
+    /// <summary>
+    /// Hides the cached keys at columns [<paramref name="from"/>, <paramref name="to"/>) from every query at column
+    /// <paramref name="hideFrom"/> or later (all rows): how a generator closes a bottleneck trace's thought once its
+    /// slots are written.
+    /// </summary>
+    public void Hide(long from, long to, long hideFrom)
+    {
+        if (_mask is null || from < 0 || to > Length || from > to)
+            throw new ArgumentOutOfRangeException(nameof(to), $"cannot hide columns [{from}, {to}) of a cache of length {Length}");
+        using var scope = NewDisposeScope();
+        var e = _expiry ?? full(_mask.shape[0], _mask.shape[1], long.MaxValue, dtype: ScalarType.Int64, device: _mask.device);
+        var cols = arange(Length, dtype: ScalarType.Int64, device: _mask.device).unsqueeze(0);
+        var hidden = cols.ge(from).logical_and(cols.lt(to));
+        var updated = where(hidden, minimum(e, full_like(e, hideFrom)), e).DetachFromDisposeScope();
+        _expiry?.Dispose();
+        _expiry = updated;
     }
 
     /// <summary>
@@ -76,6 +106,39 @@ public sealed class KvCache : IDisposable
         _mask = m.DetachFromDisposeScope();
     }
 
+    /// <summary>Appends a chunk's key expiry ([B, T], or null: visible forever) after the mask has grown by that chunk.</summary>
+    internal void AppendExpiry(Tensor? chunkExpiry, long chunk)
+    {
+        if (chunkExpiry is null && _expiry is null) return;
+        long b = _mask!.shape[0], before = Length - chunk;
+        var dev = _mask.device;
+        var old = _expiry ?? full(b, before, long.MaxValue, dtype: ScalarType.Int64, device: dev);
+        var add = chunkExpiry?.to(ScalarType.Int64) ?? full(b, chunk, long.MaxValue, dtype: ScalarType.Int64, device: dev);
+        var e = cat(new[] { old, add }, 1).DetachFromDisposeScope();
+        _expiry?.Dispose();
+        _expiry = e;
+    }
+
+    /// <summary>Records where the next real token of each row goes: one past the last real position of the chunk.</summary>
+    internal void AdvancePositions(Tensor positions, Tensor chunkMask, Tensor before)
+    {
+        // The last real token's position, not the largest: a bottleneck trace's slots go back behind its thought.
+        var real = chunkMask.gt(0);
+        long t = chunkMask.shape[1];
+        var lastIdx = (real.to(ScalarType.Int64) * (arange(t, dtype: ScalarType.Int64, device: chunkMask.device).unsqueeze(0) + 1)).argmax(1, keepdim: true);
+        var last = positions.gather(1, lastIdx).squeeze(1);
+        var next = where(real.any(1), last + 1, before).DetachFromDisposeScope();
+        _next?.Dispose();
+        _next = next;
+    }
+
+    /// <summary>Copies another cache's expiry and next positions (rows broadcast from batch 1 when asked).</summary>
+    internal void CopyLayout(KvCache from, Func<Tensor, Tensor> batch)
+    {
+        if (from._expiry is not null) { _expiry?.Dispose(); _expiry = batch(from._expiry).clone().DetachFromDisposeScope(); }
+        if (from._next is not null) { _next?.Dispose(); _next = batch(from._next.unsqueeze(1)).squeeze(1).clone().DetachFromDisposeScope(); }
+    }
+
     /// <summary>Appends this step's K/V for a layer and returns the full K/V to attend over.</summary>
     internal (Tensor K, Tensor V) Append(int layer, Tensor k, Tensor v)
     {
@@ -96,5 +159,7 @@ public sealed class KvCache : IDisposable
         foreach (var t in _keys) t?.Dispose();
         foreach (var t in _values) t?.Dispose();
         _mask?.Dispose();
+        _expiry?.Dispose();
+        _next?.Dispose();
     }
 }

@@ -12,15 +12,20 @@ public sealed record GradedAnswer(TaskProblem Problem, bool Thinking, string Gen
     int PromptTokens = 0, int Sampled = 0);
 
 /// <summary>Accuracy of one (test set, mode) cell, with its Wilson interval and compute spent.</summary>
-public sealed record ModeAccuracy(string Set, int Difficulty, bool Thinking, Proportion Accuracy, double MeanGeneratedTokens);
+public sealed record ModeAccuracy(string Set, int Difficulty, bool Thinking, Proportion Accuracy, double MeanGeneratedTokens, bool Bottleneck = false)
+{
+    public string Mode => !Thinking ? "direct" : Bottleneck ? "thinking, bottleneck" : "thinking";
+}
 
 /// <summary>Verified accuracy of a teacher: greedy decoding, answer parsed from its own output, exact verifier.</summary>
 public static class TeacherEval
 {
     /// <param name="prompt">The ids given to the model (default: the format's prompt in the chosen mode).</param>
     /// <param name="maxNewTokens">Generation budget of a batch (default: its longest reference continuation + 8).</param>
+    /// <param name="bottleneck">For a model with bottleneck slots: think through the slots (the default) or in a full trace.</param>
     public static IReadOnlyList<GradedAnswer> Grade(DecoderLM model, TraceFormat fmt, IReadOnlyList<TaskProblem> problems,
-        bool thinking, int batchSize = 128, Func<TaskProblem, int[]>? prompt = null, Func<IReadOnlyList<TaskProblem>, int>? maxNewTokens = null)
+        bool thinking, int batchSize = 128, Func<TaskProblem, int[]>? prompt = null, Func<IReadOnlyList<TaskProblem>, int>? maxNewTokens = null,
+        bool bottleneck = true)
     {
         prompt ??= p => fmt.PromptIds(p, thinking);
         var gen = new TextGenerator(model);
@@ -34,6 +39,20 @@ public static class TeacherEval
             int maxNew = maxNewTokens?.Invoke(chunk)
                          ?? chunk.Max(p => { var (ids, promptLen) = fmt.Sequence(p, thinking); return ids.Length - promptLen; }) + 8;
             var prompts = chunk.Select(prompt).ToList();
+            if (thinking && fmt.Slots > 0)
+            {
+                var outs = ThinkingGeneration.Generate(model, fmt, prompts, prompts.Select(p => p.Length).ToList(), bottleneck, maxNew,
+                    chunk.Max(p => fmt.Tokenizer.Encode(p.Answer).Length) + 4);
+                for (int i = 0; i < chunk.Count; i++)
+                {
+                    var answer = fmt.ParseAnswer(outs[i].Continuation, true);
+                    bool ok = answer is not null && fmt.Family.Verify(chunk[i], answer);
+                    var shown = outs[i].Continuation.Where(id => id != eos).ToArray();
+                    results.Add(new GradedAnswer(chunk[i], thinking, fmt.Tokenizer.Decode(shown), answer, ok, shown.Length,
+                        prompts[i].Length, outs[i].Steps - prompts[i].Length));
+                }
+                continue;
+            }
             using var outcome = gen.Generate(prompts, new GenerationConfig(MaxNewTokens: maxNew, StopTokens: new[] { eos }));
             for (int i = 0; i < chunk.Count; i++)
             {
@@ -47,7 +66,7 @@ public static class TeacherEval
         return results;
     }
 
-    public static ModeAccuracy Summarise(string set, int difficulty, bool thinking, IReadOnlyList<GradedAnswer> graded) =>
+    public static ModeAccuracy Summarise(string set, int difficulty, bool thinking, IReadOnlyList<GradedAnswer> graded, bool bottleneck = false) =>
         new(set, difficulty, thinking, Proportion.Wilson(graded.Count(g => g.Correct), graded.Count),
-            graded.Count == 0 ? 0 : graded.Average(g => g.GeneratedTokens));
+            graded.Count == 0 ? 0 : graded.Average(g => g.GeneratedTokens), bottleneck);
 }

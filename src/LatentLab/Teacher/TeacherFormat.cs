@@ -17,19 +17,26 @@ public sealed class TeacherFormat
     public ChatFormat Chat { get; } = ChatFormat.For(ChatFamily.Plain);
     public const string StepSeparator = ";";
 
-    public TeacherFormat(ITaskFamily family, ITokenizer tokenizer)
+    public TeacherFormat(ITaskFamily family, ITokenizer tokenizer, int slots = 0)
     {
         Family = family;
         Tokenizer = tokenizer;
         var missing = family.Alphabet.Where(c => tokenizer.TokenToId(c.ToString()) is null).ToList();
         if (missing.Count > 0)
             throw new ArgumentException($"tokenizer lacks characters of task '{family.Name}': {string.Join("", missing)}");
-        Trace = new TraceFormat(family, tokenizer, Chat);
+        Trace = new TraceFormat(family, tokenizer, Chat, slots);
     }
 
     /// <summary>A tokenizer whose alphabet is the family's (sorted, so the same family always gets the same ids).</summary>
-    public static TeacherFormat Create(ITaskFamily family) =>
-        new(family, CharTokenizer.Create(family.Alphabet.Concat(StepSeparator).OrderBy(c => c)));
+    public static TeacherFormat Create(ITaskFamily family, int slots = 0) =>
+        new(family, CharTokenizer.Create(family.Alphabet.Concat(StepSeparator).OrderBy(c => c), slots > 0 ? [TraceFormat.SlotToken] : null), slots);
+
+    /// <summary>The format of a teacher's model folder (its tokenizer and bottleneck slots).</summary>
+    public static TeacherFormat ForModel(string modelDir, ITaskFamily family) =>
+        new(family, TokenizerLoader.TryLoadFromDirectory(modelDir) ?? throw new FileNotFoundException($"{modelDir} has no tokenizer.json"),
+            TraceFormat.BottleneckSlots(modelDir));
+
+    public int Slots => Trace.Slots;
 
     /// <summary>The same layout as a general <see cref="TraceFormat"/> (Plain chat family), for code that also runs on chat models.</summary>
     public TraceFormat Trace { get; }

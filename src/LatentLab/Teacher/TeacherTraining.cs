@@ -24,6 +24,10 @@ public sealed record TeacherOptions
     public long WarmupSteps { get; init; } = 60;
     /// <summary>Share of training examples in thinking mode; the rest answer directly after &lt;direct&gt;.</summary>
     public double ThinkingFraction { get; init; } = 0.8;
+    /// <summary>Latent slots of the bottleneck trace (0: full traces only). See <see cref="TraceFormat.Slots"/>.</summary>
+    public int BottleneckSlots { get; init; }
+    /// <summary>Share of the thinking examples laid out as bottleneck traces (the rest are full traces).</summary>
+    public double BottleneckFraction { get; init; } = 0.5;
     public int Hidden { get; init; } = 128;
     public int Layers { get; init; } = 4;
     public int Heads { get; init; } = 4;
@@ -55,7 +59,7 @@ public sealed record TeacherReport(string RunDir, string ModelDir, double TrainS
         sb.AppendLine("| test set | difficulty | mode | verified accuracy [Wilson 95%] | mean generated tokens |");
         sb.AppendLine("|---|---|---|---|---|");
         foreach (var c in Cells)
-            sb.AppendLine($"| {c.Set} | {c.Difficulty} | {(c.Thinking ? "thinking" : "direct")} | {c.Accuracy} | {c.MeanGeneratedTokens:F1} |");
+            sb.AppendLine($"| {c.Set} | {c.Difficulty} | {c.Mode} | {c.Accuracy} | {c.MeanGeneratedTokens:F1} |");
         return sb.ToString();
     }
 }
@@ -72,7 +76,9 @@ public static class TeacherTraining
         TorchRuntime.Initialize();
         var family = TaskRegistry.Get(o.Task);
         int difficulty = o.Difficulty ?? family.Difficulty.Default;
-        var fmt = TeacherFormat.Create(family);
+        if (o.BottleneckSlots < 0) throw new ArgumentException($"bottleneck slots must be >= 0 (got {o.BottleneckSlots})");
+        if (o.BottleneckFraction is < 0 or > 1) throw new ArgumentException($"bottleneck fraction must be in [0, 1] (got {o.BottleneckFraction})");
+        var fmt = TeacherFormat.Create(family, o.BottleneckSlots);
         var config = TeacherModel.DefaultConfig(fmt.Tokenizer, o.Hidden, o.Layers, o.Heads);
         ComputePolicy.Validate(o.Compute);
         // Drawn before training, so a problem space too small for the evaluation fails now, not after the run.
@@ -91,9 +97,20 @@ public static class TeacherTraining
             long s = Seeds.For(o.Seed, step, micro);
             var problems = TaskSplits.Generate(family, Split.Train, o.BatchSize, difficulty, s);
             var rng = new Random(unchecked((int)s));
-            var seqs = problems.Select(p => fmt.Sequence(p, rng.NextDouble() < o.ThinkingFraction)).ToList();
+            var seqs = problems.Select(p =>
+            {
+                bool thinking = rng.NextDouble() < o.ThinkingFraction;
+                return thinking && fmt.Slots > 0 && rng.NextDouble() < o.BottleneckFraction ? fmt.Trace.BottleneckSequence(p) : fmt.Sequence(p, thinking);
+            }).ToList();
             var (ids, targets, mask, lossTokens) = fmt.Batch(seqs);
-            using var output = model.Forward(ids.to(device), attentionMask: mask.to(device));
+            Tensor? positions = null, expiry = null;
+            if (fmt.Slots > 0)
+            {
+                // Inputs are each sequence but its last token, so their layouts are cut the same way.
+                var layouts = seqs.Select(q => fmt.Trace.Layout(q.Ids, q.PromptLength)?.Take(q.Ids.Length - 1)).ToList();
+                (positions, expiry) = SequenceLayout.Batch(layouts, seqs.Select(q => q.Ids.Length - 1).ToList(), (int)ids.shape[1]);
+            }
+            using var output = model.Forward(ids.to(device), attentionMask: mask.to(device), positions: positions?.to(device), keyExpiry: expiry?.to(device));
             var loss = nn.functional.cross_entropy(output.Logits!.view(-1, config.VocabSize), targets.to(device).view(-1), ignore_index: -100);
             return new TrainLoss(loss, lossTokens);
         });
@@ -119,6 +136,7 @@ public static class TeacherTraining
         {
             Checkpoints.Save(model, dir);
             ((Text.CharTokenizer)fmt.Tokenizer).Save(dir);
+            fmt.Trace.SaveTo(dir);
             Checkpoints.Seal(dir);
         }, modelDir, log);
         double trainSeconds = result.Seconds;
@@ -141,9 +159,18 @@ public static class TeacherTraining
     public static IReadOnlyList<ModeAccuracy> Evaluate(DecoderLM model, TeacherFormat fmt, int difficulty, int n, int oodExtra, long seed) =>
         Evaluate(model, fmt, EvaluationSets(fmt.Family, difficulty, n, oodExtra, seed));
 
-    static IReadOnlyList<ModeAccuracy> Evaluate(DecoderLM model, TeacherFormat fmt, IReadOnlyList<(string Set, int Difficulty, IReadOnlyList<TaskProblem> Problems)> sets) =>
-        sets.SelectMany(e => new[] { true, false }.Select(thinking =>
-            TeacherEval.Summarise(e.Set, e.Difficulty, thinking, TeacherEval.Grade(model, fmt, e.Problems, thinking)))).ToList();
+    static IReadOnlyList<ModeAccuracy> Evaluate(DecoderLM model, TeacherFormat fmt, IReadOnlyList<(string Set, int Difficulty, IReadOnlyList<TaskProblem> Problems)> sets)
+    {
+        var cells = new List<ModeAccuracy>();
+        foreach (var (set, d, problems) in sets)
+        {
+            foreach (bool thinking in new[] { true, false })
+                cells.Add(TeacherEval.Summarise(set, d, thinking, TeacherEval.Grade(model, fmt, problems, thinking, bottleneck: false)));
+            if (fmt.Slots > 0)
+                cells.Add(TeacherEval.Summarise(set, d, true, TeacherEval.Grade(model, fmt, problems, true, bottleneck: true), bottleneck: true));
+        }
+        return cells;
+    }
 
     /// <summary>The held-out test problems at the training length and at each longer one up to +<paramref name="oodExtra"/>.</summary>
     static IReadOnlyList<(string Set, int Difficulty, IReadOnlyList<TaskProblem> Problems)> EvaluationSets(ITaskFamily family, int difficulty, int n, int oodExtra, long seed) =>
@@ -157,7 +184,7 @@ public static class TeacherTraining
             # Teacher: {family.Name}
 
             A {o.Layers}-layer, d={o.Hidden} character-level decoder trained from scratch for {r.Steps} steps
-            (batch {o.BatchSize}, {o.ThinkingFraction:P0} thinking traces, the rest direct answers) in {r.TrainSeconds:F0} s;
+            (batch {o.BatchSize}, {o.ThinkingFraction:P0} thinking traces{(o.BottleneckSlots > 0 ? $" ({o.BottleneckFraction:P0} of them bottleneck traces through {o.BottleneckSlots} slots)" : "")}, the rest direct answers) in {r.TrainSeconds:F0} s;
             final training loss {r.FinalLoss:F4}. Answers are read from the model's own greedy output and checked by the
             task's exact verifier; intervals are Wilson 95%.
 
@@ -174,7 +201,7 @@ public static class TeacherTraining
             ["final_loss"] = r.FinalLoss,
             ["cells"] = new JsonArray(r.Cells.Select(c => (JsonNode)new JsonObject
             {
-                ["set"] = c.Set, ["difficulty"] = c.Difficulty, ["thinking"] = c.Thinking,
+                ["set"] = c.Set, ["difficulty"] = c.Difficulty, ["thinking"] = c.Thinking, ["bottleneck"] = c.Bottleneck,
                 ["accuracy"] = c.Accuracy.Value, ["low"] = c.Accuracy.Low, ["high"] = c.Accuracy.High,
                 ["correct"] = c.Accuracy.Successes, ["n"] = c.Accuracy.Trials, ["mean_generated_tokens"] = c.MeanGeneratedTokens,
             }).ToArray()),

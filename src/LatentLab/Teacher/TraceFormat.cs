@@ -28,7 +28,7 @@ public sealed class TraceFormat
     /// a newline for chat models, whose thinking is line-oriented text.</summary>
     public string StepSeparator { get; }
 
-    public TraceFormat(ITaskFamily family, ITokenizer tokenizer, ChatFormat chat)
+    public TraceFormat(ITaskFamily family, ITokenizer tokenizer, ChatFormat chat, int slots = 0)
     {
         Family = family ?? throw new ArgumentNullException(nameof(family));
         Tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
@@ -36,15 +36,95 @@ public sealed class TraceFormat
         StepSeparator = chat.Family == ChatFamily.Plain ? TeacherFormat.StepSeparator : "\n";
         if (chat.Family == ChatFamily.Plain && tokenizer.BosId is null)
             throw new ArgumentException("the Plain trace format needs a tokenizer with <bos> (a CharTokenizer)");
+        ArgumentOutOfRangeException.ThrowIfNegative(slots);
+        Slots = slots;
+        if (slots > 0)
+        {
+            if (chat.Family != ChatFamily.Plain)
+                throw new NotSupportedException($"bottleneck traces are defined for the char teacher's Plain format, not {chat.Family}");
+            SlotId = tokenizer.TokenToId(SlotToken) ?? throw new ArgumentException($"a bottleneck format needs the token {SlotToken} in the tokenizer");
+            ThinkEndId = tokenizer.TokenToId(Chat.ThinkEnd) ?? throw new ArgumentException($"the tokenizer has no single {Chat.ThinkEnd} token");
+        }
     }
 
-    /// <summary>The format of a model folder: its tokenizer and the chat family <see cref="ChatFormat.Detect"/> finds.</summary>
+    /// <summary>The token repeated <see cref="Slots"/> times between a bottleneck trace's thought and its end marker.</summary>
+    public const string SlotToken = "<slot>";
+
+    /// <summary>The file in a model folder that names its bottleneck slot count (absent: a model without bottleneck traces).</summary>
+    public const string FormatFile = "trace_format.json";
+
+    /// <summary>
+    /// Latent slots of the bottleneck trace (0: the model has none). A bottleneck trace is
+    /// `prompt&lt;think&gt;thought&lt;slot&gt;×k&lt;/think&gt;answer&lt;eos&gt;`: the slots see the thought; the end marker
+    /// (which reads the first answer token off the slots) and the answer see the prompt and the slots only, and take
+    /// positions as if the thought were absent (<see cref="Layout"/>). So whatever the answer needs crosses the
+    /// slots' states: their keys and values at every layer are a complete post-thinking state by construction.
+    /// The slots come before the marker, not after it, so that the token predicting the first answer digit is itself
+    /// behind the bottleneck.
+    /// </summary>
+    public int Slots { get; }
+    public int? SlotId { get; }
+    int? ThinkEndId { get; }
+
+    /// <summary>The format of a model folder: its tokenizer, the chat family <see cref="ChatFormat.Detect"/> finds and its bottleneck slots.</summary>
     public static TraceFormat ForModel(string modelDir, ITaskFamily family)
     {
         var tok = TokenizerLoader.TryLoadFromDirectory(modelDir)
             ?? throw new FileNotFoundException($"{modelDir}: no tokenizer.json in the model folder", Path.Combine(modelDir, "tokenizer.json"));
-        return new TraceFormat(family, tok, ChatFormat.Detect(modelDir));
+        return new TraceFormat(family, tok, ChatFormat.Detect(modelDir), BottleneckSlots(modelDir));
     }
+
+    /// <summary>The slot count recorded in a model folder's <see cref="FormatFile"/> (0 when there is none).</summary>
+    public static int BottleneckSlots(string modelDir)
+    {
+        var path = Path.Combine(modelDir, FormatFile);
+        if (!File.Exists(path)) return 0;
+        var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))
+            ?? throw new InvalidDataException($"{path} is empty");
+        return node["bottleneck_slots"]?.GetValue<int>() ?? throw new InvalidDataException($"{path} has no bottleneck_slots");
+    }
+
+    /// <summary>Writes <see cref="FormatFile"/> into a model folder (nothing when the format has no slots).</summary>
+    public void SaveTo(string modelDir)
+    {
+        if (Slots == 0) return;
+        IO.AtomicFile.WriteAllText(Path.Combine(modelDir, FormatFile), $"{{\n  \"bottleneck_slots\": {Slots}\n}}\n");
+    }
+
+    /// <summary>The reference bottleneck trace (thought, k slots, marker, answer) and its prompt length.</summary>
+    public (int[] Ids, int PromptLength) BottleneckSequence(TaskProblem p)
+    {
+        if (Slots == 0) throw new InvalidOperationException($"{this} has no bottleneck slots");
+        var prompt = Chat.Prompt(p.Prompt, true);
+        var trace = Chat.Trace(p.Prompt, Thinking(p) + string.Concat(Enumerable.Repeat(SlotToken, Slots)), p.Answer);
+        var promptIds = Tokenizer.Encode(prompt, AddSpecial);
+        return ([.. promptIds, .. Tokenizer.Encode(trace[prompt.Length..], addSpecialTokens: false)], promptIds.Length);
+    }
+
+    /// <summary>
+    /// The attention layout of a thinking trace: for a bottleneck trace (slots after the thought) the thought
+    /// [promptLength, first slot) is hidden from the token after the last slot on, and the slots and everything
+    /// after them take positions promptLength, promptLength+1, … as if the thought were absent; null for a trace
+    /// without slots (plain causal text).
+    /// </summary>
+    public Models.SequenceLayout? Layout(IReadOnlyList<int> ids, int promptLength)
+    {
+        if (SlotId is not int slot) return null;
+        int first = -1;
+        for (int i = promptLength; i < ids.Count; i++) if (ids[i] == slot) { first = i; break; }
+        if (first < 0) return null;
+        int end = first;
+        while (end < ids.Count && ids[end] == slot) end++;
+        var layout = Models.SequenceLayout.Plain(ids.Count);
+        for (int i = first; i < ids.Count; i++) layout.Positions[i] = promptLength + (i - first);
+        for (int i = promptLength; i < first; i++) layout.Expiry[i] = end;
+        return layout;
+    }
+
+    /// <summary>The slots and end marker that follow a bottleneck thought (what a shortcut puts after the prompt).</summary>
+    public int[] SlotsAndEnd() => Slots == 0
+        ? throw new InvalidOperationException($"{this} has no bottleneck slots")
+        : [.. Enumerable.Repeat(SlotId!.Value, Slots), ThinkEndId!.Value];
 
     // The char teacher's strings carry no <bos>; its tokenizer adds it. Chat strings are complete (ChatFormat's contract).
     bool AddSpecial => Chat.Family == ChatFamily.Plain;
@@ -121,6 +201,8 @@ public sealed class TraceFormat
         }
         int pre = promptLength - 1;
         int post = Math.Min(end, firstAnswer - 1);
+        // A bottleneck trace's targets are its slots: post is the last slot, before the marker that reads them.
+        if (SlotId is int slot && start - 1 > pre && traceIds[start - 1] == slot) post = start - 1;
         return post > pre ? new TracePositions(pre, post, firstAnswer) : null;
     }
 
@@ -132,7 +214,7 @@ public sealed class TraceFormat
         return ids.Length - promptLength + slack;
     }
 
-    public override string ToString() => $"TraceFormat({Family.Name}, {Chat.Family})";
+    public override string ToString() => $"TraceFormat({Family.Name}, {Chat.Family}{(Slots > 0 ? $", {Slots} bottleneck slots" : "")})";
 
     /// <summary>Right-padded training batch with the prompt unscored; see <see cref="Training.LmBatch.Build"/>.</summary>
     public (Tensor Ids, Tensor Targets, Tensor Mask, long LossTokens) Batch(IReadOnlyList<(int[] Ids, int PromptLength)> seqs) =>

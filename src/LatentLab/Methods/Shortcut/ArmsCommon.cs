@@ -25,7 +25,9 @@ public static class ArmsCommon
             : throw new NotSupportedException($"the end-of-thinking marker '{fmt.Chat.ThinkEnd}' is not a single token of this tokenizer; the injection arms need one");
 
     /// <summary>Prompt (thinking mode, ending in the opening marker) followed by the closing marker: thinking skipped.</summary>
-    public static int[] ShortcutPrompt(TraceFormat fmt, TaskProblem p) => fmt.PromptIds(p, true).Append(ThinkEndId(fmt)).ToArray();
+    /// <remarks>A bottleneck teacher gets its slot tokens before the marker: the states there are what the arms replace.</remarks>
+    public static int[] ShortcutPrompt(TraceFormat fmt, TaskProblem p) =>
+        fmt.Slots > 0 ? [.. fmt.PromptIds(p, true), .. fmt.SlotsAndEnd()] : fmt.PromptIds(p, true).Append(ThinkEndId(fmt)).ToArray();
 
     /// <summary>Teacher-forced answer tokens (answer text + end of turn) after a shortcut prompt.</summary>
     public static int[] AnswerIds(TraceFormat fmt, string answer) =>

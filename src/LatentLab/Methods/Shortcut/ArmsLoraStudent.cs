@@ -31,7 +31,8 @@ public static class LoraStudent
             var rows = examples.Draw(budget, step);
             var (ids, targets, mask, lossTokens) = examples.Batch(fmt, rows);
             var dev = student.Device;
-            int pos = examples.Sequences[rows[0]].PromptLength - 1;
+            // The marker, or on a bottleneck teacher the last slot (where the last post state is read).
+            int pos = examples.Sequences[rows[0]].PromptLength - 1 - (fmt.Slots > 0 ? 1 : 0);
             var hooks = new HookSet(new[] { HookSpec.Capture(point, Positions.At(pos)) with { Detach = false } });
             using var output = student.Forward(ids.to(dev), attentionMask: mask.to(dev), hooks: hooks);
             var ce = nn.functional.cross_entropy(output.Logits!.view(-1, student.Config.VocabSize), targets.to(dev).view(-1), ignore_index: -100);

@@ -30,18 +30,22 @@ public static class ResidualDeltaInjection
         {
             using var scope = NewDisposeScope();
             var dev = teacher.Device;
-            int len = prompts[idx[0]].Length, pos = len - 1;
+            // The marker's position, or on a bottleneck teacher its k slots (all of them replaced).
+            int len = prompts[idx[0]].Length, pos = len - 1, k = fmt.Slots > 0 ? fmt.Slots : 1;
+            if (fmt.Slots > 0) pos = len - 1 - k;
+            var span = fmt.Slots > 0 ? Positions.Span(pos, pos + k) : Positions.At(pos);
             var batchPrompts = idx.Select(i => prompts[i]).ToList();
             var ids = tensor(batchPrompts.SelectMany(x => x.Select(v => (long)v)).ToArray()).view(idx.Length, len).to(dev);
             // The state the hook will see is the same with or without the hook (it acts there), so one capture pass
             // gives h. In deployment the hook computes the interpolation itself; the accounting counts one prefill.
-            using var probe = teacher.Forward(ids, hooks: new HookSet(new[] { HookSpec.Capture(point, Positions.At(pos)) }), logits: LogitsMode.None);
-            var h = probe.Capture(point).to(ScalarType.Float32).squeeze(1);
-            var target = ArmsCommon.Rows(hat, idx).select(1, hat.shape[1] - 1).to(dev);
+            using var probe = teacher.Forward(ids, hooks: new HookSet(new[] { HookSpec.Capture(point, span) }), logits: LogitsMode.None);
+            var h = probe.Capture(point).to(ScalarType.Float32);
+            var target = ArmsCommon.Rows(hat, idx).narrow(1, hat.shape[1] - k, k).to(dev);
+            if (fmt.Slots == 0) { h = h.squeeze(1); target = target.squeeze(1); }
             var delta = target - h;
             for (int a = 0; a < alphas.Count; a++)
             {
-                var hooks = new HookSet(new[] { HookSpec.Add(point, delta, Positions.At(pos), alphas[a]) });
+                var hooks = new HookSet(new[] { HookSpec.Add(point, delta, span, alphas[a]) });
                 using var r = gen.Generate(batchPrompts, new GenerationConfig(MaxNewTokens: maxNew, StopTokens: new[] { eos }),
                     hooks: hooks, hookPhases: HookPhases.Prefill);
                 for (int j = 0; j < idx.Length; j++)

@@ -48,7 +48,14 @@ public sealed record NoGoNumbers(
     Proportion InterventionSuccess,
     double ScaleFragility,
     double ShortcutFlopsPerAnswer,
-    double ThinkingFlopsPerAnswer);
+    double ThinkingFlopsPerAnswer)
+{
+    /// <summary>The injection ceiling (an oracle arm on the same problems): a rule it cannot meet makes its criterion uninformative.</summary>
+    public Proportion? Ceiling { get; init; }
+    public string? CeilingArm { get; init; }
+    /// <summary>The primary arm's best accuracy over its scale sweep (0: the sweep is flat at zero and says nothing).</summary>
+    public double BestScaleAccuracy { get; init; } = double.NaN;
+}
 
 /// <summary>
 /// The shortcut evaluation: the arms, sweeps and length rows live in the shared <see cref="Evaluation.Study"/>; this
@@ -119,6 +126,7 @@ public sealed record ShortcutEvalReport(
         sb.AppendLine("| quantity | value |");
         sb.AppendLine("|---|---|");
         sb.AppendLine($"| shortcut accuracy | {n.ShortcutAccuracy} |");
+        if (n.Ceiling is { } ceil) sb.AppendLine($"| injection ceiling ({n.CeilingArm}) | {ceil} |");
         sb.AppendLine($"| answer-only distillation accuracy | {n.DistillationAccuracy} |");
         sb.AppendLine($"| shortcut − distillation | {n.ShortcutMinusDistillation} |");
         sb.AppendLine($"| shortcut − direct answer | {n.ShortcutMinusDirect} |");
@@ -178,6 +186,8 @@ public sealed record ShortcutEvalReport(
                 ["scale_fragility"] = n.ScaleFragility,
                 ["shortcut_flops_per_answer"] = n.ShortcutFlopsPerAnswer,
                 ["thinking_flops_per_answer"] = n.ThinkingFlopsPerAnswer,
+                ["ceiling_arm"] = n.CeilingArm,
+                ["ceiling_accuracy"] = Prop(n.Ceiling),
             },
             ["plots"] = new JsonArray(Plots.Select(p => (JsonNode)JsonValue.Create(p)!).ToArray()),
         };

@@ -58,12 +58,13 @@ public static class ShortcutEvaluation
 
         sw.Restart();
         var thinking = ThinkingArm.Answer(teacher, fmt, problems, o.EvalBatch);
-        arms.Add(Result(Thinking, ArmRole.Ceiling, "teacher, explicit thinking trace", thinking, 0, 0, "the full trace: the compute to beat"));
+        arms.Add(Result(Thinking, ArmRole.Reference, fmt.Slots > 0 ? $"teacher, thinking through its {fmt.Slots} bottleneck slots" : "teacher, explicit thinking trace",
+            thinking, 0, 0, "the full trace: the compute to beat"));
         Say($"thinking {thinking.Accuracy}");
 
         sw.Restart();
         var direct = DirectArm.Answer(teacher, fmt, problems, o.EvalBatch);
-        arms.Add(Result(Direct, ArmRole.Floor, "teacher, <direct> prompt", direct, 0, 0, "no thinking, no training"));
+        arms.Add(Result(Direct, ArmRole.Reference, "teacher, <direct> prompt", direct, 0, 0, "no thinking, no training"));
         Say($"direct {direct.Accuracy}");
 
         sw.Restart();
@@ -90,6 +91,19 @@ public static class ShortcutEvaluation
             "no training; α = 1 (replace)"));
         Say($"residual delta {delta.Accuracy}");
 
+        // Controls of the delta arm on the same problems: the true h_post (its ceiling) and the mean training h_post (its floor).
+        bool kv = fmt.Slots > 0;
+        using var hatMean = new MeanPredictor(postTrain).Predict(preTest);
+        sw.Restart();
+        var deltaOracle = ResidualDeltaInjection.Answer(teacher, fmt, o.Point, problems, postTest, new[] { 1.0 }, o.EvalBatch)[0];
+        arms.Add(Result(ResidualDelta + " oracle", kv ? ArmRole.Reference : ArmRole.Ceiling, "residual delta with the true h_post (α = 1)", deltaOracle, 0, 0,
+            "the delta arm's ceiling: a perfect predictor"));
+        sw.Restart();
+        var deltaMean = ResidualDeltaInjection.Answer(teacher, fmt, o.Point, problems, hatMean, new[] { 1.0 }, o.EvalBatch)[0];
+        arms.Add(Result(ResidualDelta + " mean", kv ? ArmRole.Reference : ArmRole.Floor, "residual delta with the mean training h_post (α = 1)", deltaMean, 0, 0,
+            "the delta arm's floor: a predictor that ignores the problem"));
+        Say($"residual delta oracle {deltaOracle.Accuracy}, mean {deltaMean.Accuracy}");
+
         sw.Restart();
         using var lora = LoraStudent.Train(teacher, fmt, o.Point, train, postTrain, budget(o.LoraLearningRate), o.LoraRank, o.LoraLambda,
             Path.Combine(outDir, "train-lora"), log);
@@ -98,7 +112,26 @@ public static class ShortcutEvaluation
             budget(o.LoraLearningRate).Flops(c, shortcutSeq), $"{o.TrainSteps} steps × {o.TrainBatch}; adapters merged, so no inference overhead; uses no predictor"));
         Say($"LoRA student {loraAnswers.Accuracy}");
 
-        arms.Add(Arm.NotRun(KvPrefix, "predicted KV prefix", ArmRole.Method, "not implemented in this round: needs a predictor of per-layer keys/values, not a single residual state"));
+        Proportion? kvCeiling = null;
+        if (kv)
+        {
+            sw.Restart();
+            var slotTest = KvPrefixInjection.SlotCache(teacher, fmt, test, o.EvalBatch);
+            var kvOracle = KvPrefixInjection.Answer(teacher, fmt, problems, slotTest, o.EvalBatch);
+            arms.Add(Result(KvPrefix + " oracle", ArmRole.Ceiling, $"prompt ++ the teacher's own cache at its {k} slots ++ </think>", kvOracle, 0, 0,
+                "the ceiling: the true slot keys/values at every layer, no thought tokens run"));
+            kvCeiling = kvOracle.Accuracy;
+            sw.Restart();
+            var slotTrain = KvPrefixInjection.SlotCache(teacher, fmt, train, o.EvalBatch);
+            var kvMean = KvPrefixInjection.Answer(teacher, fmt, problems, KvPrefixInjection.Mean(slotTrain, problems.Count), o.EvalBatch);
+            arms.Add(Result(KvPrefix + " mean", ArmRole.Floor, "prompt ++ the mean training slot cache ++ </think>", kvMean, 0, 0,
+                "the floor: a prefix that ignores the problem"));
+            foreach (var (a, b) in slotTest.Concat(slotTrain)) { a.Dispose(); b.Dispose(); }
+            Say($"kv-prefix oracle {kvOracle.Accuracy}, mean {kvMean.Accuracy}");
+        }
+        arms.Add(Arm.NotRun(KvPrefix, "predicted KV prefix", ArmRole.Method, kv
+            ? "not built in this round: needs a trained predictor of the slots' per-layer keys/values (its ceiling and floor are measured above)"
+            : "needs a teacher trained on bottleneck traces (teacher train --bottleneck k)"));
 
         var sweeps = new List<ScaleSweep>
         {
@@ -114,11 +147,18 @@ public static class ShortcutEvaluation
         var hatOrig = ArmsCommon.Rows(hatTest, idx3);
         var cfs = orig.Select((p, i) => family.Edit(p, EditKind.Counterfactual, o.Seed * 1_000_003 + i)).ToList();
         var nus = orig.Select((p, i) => family.Edit(p, EditKind.Nuisance, o.Seed * 1_000_003 + i)).ToList();
+        // States of new problems (twins, longer ones) come through the latent store's one path and rule: h_pre at the
+        // prompt for every problem; h_post (for the oracle) from the traces whose thinking closed, as Phase 0 reads them.
         Tensor HatFor(IReadOnlyList<TaskProblem> ps)
         {
-            using var cap = ShortcutCapture.Capture(teacher, fmt, ps, o.Point, k, o.EvalBatch);
-            if (predictor is OraclePredictor oracle) oracle.Register(cap.Pre, cap.Post);
-            return ArmsCommon.PredictAll(predictor, cap.Pre);
+            using var pre = ShortcutStudy.PromptStates(teacher, ps.Select(p => fmt.PromptIds(p, true)).ToList(), o.Point, o.EvalBatch);
+            if (predictor is OraclePredictor oracle)
+            {
+                using var set = LatentExtraction.Samples(teacher, fmt.Tokenizer, fmt, ps,
+                    new ExtractionOptions { Point = o.Point, K = k, BatchSize = o.EvalBatch });
+                if (set.Samples.Count > 0) oracle.Register(set.Pre, set.Post);
+            }
+            return ArmsCommon.PredictAll(predictor, pre);
         }
         using var hatCf = HatFor(cfs.Select(e => e.Edited).ToList());
         using var hatNu = HatFor(nus.Select(e => e.Edited).ToList());
@@ -167,7 +207,12 @@ public static class ShortcutEvaluation
             Difference.Of(pa.Accuracy!.Value, distill.Accuracy), Difference.Of(pa.Accuracy!.Value, direct.Accuracy),
             edits.First(e => e.Arm == primary).CounterfactualSuccess, edits.First(e => e.Arm == primary).NuisanceStable,
             lexical.Best, separability.HeldOutAccuracy, interventions.First(i => i.Arm == primary).ToTwin,
-            sweeps.First(s => s.Arm == primary).Fragility, pa.Flops, arms.First(a => a.Name == Thinking).Flops);
+            sweeps.First(s => s.Arm == primary).Fragility, pa.Flops, arms.First(a => a.Name == Thinking).Flops)
+        {
+            Ceiling = kvCeiling ?? deltaOracle.Accuracy,
+            CeilingArm = kv ? KvPrefix + " oracle" : ResidualDelta + " oracle",
+            BestScaleAccuracy = sweeps.First(s => s.Arm == primary).Points.Max(p => p.Accuracy.Value),
+        };
 
         hatTrain.Dispose();
         hatTest.Dispose();

@@ -55,15 +55,17 @@ public sealed record NoGoThresholds
     public double MinProbeLift { get; init; } = 0.1;
 }
 
-public sealed record NoGoRow(string Criterion, string Evidence, string Rule, bool? Pass)
+/// <param name="Uninformative">The criterion could not have passed even with a perfect predictor (its ceiling is below the
+/// rule), or passes only because every arm scores zero: its number measures the setting, not the shortcut.</param>
+public sealed record NoGoRow(string Criterion, string Evidence, string Rule, bool? Pass, bool Uninformative = false)
 {
-    public string Status => Pass switch { true => "PASS", false => "FAIL", null => "NOT RUN" };
+    public string Status => Uninformative ? "UNINFORMATIVE" : Pass switch { true => "PASS", false => "FAIL", null => "NOT RUN" };
 }
 
 public sealed record ShortcutStudyReport(string OutDir, string ReportPath, bool GatePassed, IReadOnlyList<NoGoRow> NoGo,
     ShortcutEvalReport? Eval, ShortcutDiagnosticsResult Diagnostics, double Seconds)
 {
-    public bool Accepted => NoGo.All(r => r.Pass == true);
+    public bool Accepted => NoGo.All(r => r.Pass == true && !r.Uninformative);
 }
 
 /// <summary>
@@ -85,6 +87,12 @@ public static class ShortcutStudy
         var family = TaskRegistry.Get(o.Task);
         int difficulty = o.Difficulty ?? family.Difficulty.Default;
         var fmt = TraceFormat.ForModel(o.ModelDir, family);
+        // A bottleneck teacher's post state is its slots: K is their number.
+        if (fmt.Slots > 0 && o.K != fmt.Slots)
+        {
+            if (o.K != 1) throw new ArgumentException($"the teacher has {fmt.Slots} bottleneck slots; K must be {fmt.Slots} (got {o.K})");
+            o = o with { K = fmt.Slots };
+        }
         using var teacher = Checkpoints.Load(o.ModelDir, device: Tensors.TorchRuntime.ParseDevice(o.Device));
         // Every forward pass of the study (extraction, the arms' copies of the teacher) runs in this dtype; a re-run of
         // the study keeps the one its config.json records, so its resumable stores still match.
@@ -192,29 +200,36 @@ public static class ShortcutStudy
         var n = eval?.NoGo;
         NoGoRow Needs(string criterion, string rule) => new(criterion, "phase 2/3 not run (promotion gate failed)", rule, null);
 
+        // Each criterion that a perfect predictor could not meet either is UNINFORMATIVE, with the ceiling in its evidence.
+        var ceil = n?.Ceiling;
+        string C() => ceil is { } c ? $"; ceiling ({n!.CeilingArm}) {c}" : "";
         rows.Add(n is null ? Needs("shortcut beats direct-answer distillation", "difference's 95% interval above 0")
             : new("shortcut beats direct-answer distillation",
-                $"{n.ShortcutArm} {n.ShortcutAccuracy} vs distillation {n.DistillationAccuracy}: {n.ShortcutMinusDistillation}",
-                "difference's 95% interval above 0", n.ShortcutMinusDistillation.Low > 0));
+                $"{n.ShortcutArm} {n.ShortcutAccuracy} vs distillation {n.DistillationAccuracy}: {n.ShortcutMinusDistillation}{C()}",
+                "difference's 95% interval above 0", n.ShortcutMinusDistillation.Low > 0,
+                ceil is { } c1 && Difference.Of(c1, n.DistillationAccuracy).Low <= 0));
         rows.Add(n is null ? Needs("gains survive counterfactual / execution checks", "")
             : new("gains survive counterfactual / execution checks",
-                $"verified accuracy {n.ShortcutAccuracy}; counterfactual edits answered right {n.CounterfactualSuccess}; nuisance edits unchanged {n.NuisanceStability}",
+                $"verified accuracy {n.ShortcutAccuracy}; counterfactual edits answered right {n.CounterfactualSuccess}; nuisance edits unchanged {n.NuisanceStability}{C()}",
                 $"counterfactual ≥ {P(t.MinCounterfactualSuccess)} and nuisance ≥ {P(t.MinNuisanceStability)}",
-                n.CounterfactualSuccess.Value >= t.MinCounterfactualSuccess && n.NuisanceStability.Value >= t.MinNuisanceStability));
+                n.CounterfactualSuccess.Value >= t.MinCounterfactualSuccess && n.NuisanceStability.Value >= t.MinNuisanceStability,
+                ceil is { } c2 && c2.Value < t.MinCounterfactualSuccess));
         rows.Add(n is null ? Needs("shallow baseline not competitive", "lexical upper bound below the shortcut's lower bound")
-            : new("shallow baseline not competitive", $"lexical baseline {n.LexicalBaselineAccuracy} vs shortcut {n.ShortcutAccuracy}",
-                "lexical upper bound below the shortcut's lower bound", n.LexicalBaselineAccuracy.High < n.ShortcutAccuracy.Low));
+            : new("shallow baseline not competitive", $"lexical baseline {n.LexicalBaselineAccuracy} vs shortcut {n.ShortcutAccuracy}{C()}",
+                "lexical upper bound below the shortcut's lower bound", n.LexicalBaselineAccuracy.High < n.ShortcutAccuracy.Low,
+                ceil is { } c3 && n.LexicalBaselineAccuracy.High >= c3.Low));
         rows.Add(n is null ? Needs("train/inference states not easily separable", $"≤ {P(t.MaxSeparability)}")
             : new("train/inference states not easily separable", $"linear classifier tells h_post from ĥ_post apart {P(n.SeparabilityAccuracy)} of the time (50% = indistinguishable)",
                 $"≤ {P(t.MaxSeparability)}", n.SeparabilityAccuracy <= t.MaxSeparability));
         rows.Add(new("no answer leak into the target", $"{leaks} of {samples} samples have a target position at or after the first answer token",
             "0 (targets are read from a forward pass cut at the boundary)", leaks == 0));
         rows.Add(n is null ? Needs("latent interventions causally move the answer", $"≥ {P(t.MinInterventionSuccess)}")
-            : new("latent interventions causally move the answer", $"swapping in the twin's predicted latent gives the twin's answer {n.InterventionSuccess}",
-                $"≥ {P(t.MinInterventionSuccess)}", n.InterventionSuccess.Value >= t.MinInterventionSuccess));
+            : new("latent interventions causally move the answer", $"swapping in the twin's predicted latent gives the twin's answer {n.InterventionSuccess}{C()}",
+                $"≥ {P(t.MinInterventionSuccess)}", n.InterventionSuccess.Value >= t.MinInterventionSuccess,
+                ceil is { } c4 && c4.Value < t.MinInterventionSuccess));
         rows.Add(n is null ? Needs("no fragile injection scale", $"≤ {P(t.MaxScaleFragility)}")
-            : new("no fragile injection scale", $"best scale minus its neighbours' mean accuracy: {P(n.ScaleFragility)}",
-                $"≤ {P(t.MaxScaleFragility)}", n.ScaleFragility <= t.MaxScaleFragility));
+            : new("no fragile injection scale", $"best scale minus its neighbours' mean accuracy: {P(n.ScaleFragility)}; best scale's accuracy {P(n.BestScaleAccuracy)}",
+                $"≤ {P(t.MaxScaleFragility)}", n.ScaleFragility <= t.MaxScaleFragility, n.BestScaleAccuracy == 0));
         var predProbes = d.Probes.Where(p => p.Source.Contains("pred", StringComparison.OrdinalIgnoreCase)).ToList();
         var best = predProbes.MaxBy(p => p.Lift);
         rows.Add(new("the latent artefact is inspectable",
@@ -233,7 +248,8 @@ public static class ShortcutStudy
                       $"Model `{Path.GetFullPath(o.ModelDir)}`, states at `{train.Point}`, K = {o.K}. The study took {r.Seconds:F0} s.");
         sb.AppendLine();
         sb.AppendLine($"**Verdict: {(r.Accepted ? "shortcut ACCEPTED: every no-go criterion passes" : "shortcut NOT accepted")}.** " +
-                      (r.GatePassed ? "" : "The promotion gate failed, so the injection arms were not run. ") +
+                      (r.GatePassed ? "" : r.Eval is null ? "The promotion gate failed, so the injection arms were not run. "
+                          : "The promotion gate failed; phases 2 and 3 ran past it (ignore-gate) and are reported as past a failed gate. ") +
                       string.Join(" ", r.NoGo.Where(x => x.Pass == false).Select(x => $"Failed: {x.Criterion} ({x.Evidence})."))); 
         sb.AppendLine();
         sb.AppendLine("## No-go criteria");

@@ -1,0 +1,184 @@
+using LatentLab.Evaluation;
+using LatentLab.Hooks;
+using LatentLab.Latents;
+using LatentLab.Methods.Shortcut;
+using LatentLab.Models;
+using LatentLab.Teacher;
+using LatentLab.Tensors;
+using static TorchSharp.torch;
+
+namespace LatentLab.Tests;
+
+/// <summary>The bottleneck trace: the answer must not see the thought, in one pass, through a cache, in generation.</summary>
+public sealed class BottleneckTests
+{
+    const int Slots = 2;
+
+    static (DecoderLM Model, TeacherFormat Fmt) Teacher(long seed = 5)
+    {
+        TorchRuntime.Initialize();
+        var fmt = TeacherFormat.Create(LatentTestKit.Addition, Slots);
+        TorchRuntime.Seed(seed);
+        var model = new DecoderLM(TeacherModel.DefaultConfig(fmt.Tokenizer, 32, layers: 2, heads: 2));
+        model.eval();
+        return (model, fmt);
+    }
+
+    static (int[] Ids, int Prompt, int FirstSlot, int Marker, SequenceLayout Layout) Trace(TeacherFormat fmt)
+    {
+        var p = LatentTestKit.Problems(1, digits: 2)[0];
+        var (ids, prompt) = fmt.Trace.BottleneckSequence(p);
+        int first = Array.IndexOf(ids, fmt.Trace.SlotId!.Value);
+        return (ids, prompt, first, first + Slots, fmt.Trace.Layout(ids, prompt)!);
+    }
+
+    static (Tensor Positions, Tensor Expiry) One(SequenceLayout l) => SequenceLayout.Batch([l], [l.Length], l.Length);
+
+    [Fact]
+    public void FormatPutsSlotsBeforeTheMarkerAndReadsTargetsThere()
+    {
+        var (_, fmt) = Teacher();
+        var (ids, prompt, first, marker, layout) = Trace(fmt);
+        Assert.Equal(fmt.Tokenizer.TokenToId(fmt.Chat.ThinkEnd), ids[marker]);
+        Assert.True(first > prompt, "the thought comes between the prompt and the slots");
+        // The slots and everything after take positions as if the thought were absent; the thought is hidden from the marker on.
+        Assert.Equal(prompt, layout.Positions[first]);
+        Assert.Equal(prompt + Slots, layout.Positions[marker]);
+        Assert.All(Enumerable.Range(prompt, first - prompt), i => Assert.Equal(marker, layout.Expiry[i]));
+        Assert.All(Enumerable.Range(0, prompt).Concat(Enumerable.Range(first, ids.Length - first)), i => Assert.Equal(SequenceLayout.Never, layout.Expiry[i]));
+        var pos = fmt.Trace.Locate(ids, prompt)!.Value;
+        Assert.Equal(marker - 1, pos.Post); // the last slot: K = slots post states are the slots
+        Assert.Equal(marker + 1, pos.FirstAnswer);
+        Assert.Equal(Slots, TraceFormat.BottleneckSlots(SaveFormat(fmt)));
+        Assert.Null(TeacherFormat.Create(LatentTestKit.Addition).Trace.Layout(ids, prompt));
+    }
+
+    static string SaveFormat(TeacherFormat fmt)
+    {
+        var dir = Directory.CreateTempSubdirectory("bottleneck").FullName;
+        fmt.Trace.SaveTo(dir);
+        return dir;
+    }
+
+    [Fact]
+    public void AnswerGivesNoAttentionToTheThought()
+    {
+        var (model, fmt) = Teacher();
+        using var _ = model;
+        using var scope = NewDisposeScope();
+        var (ids, prompt, first, marker, layout) = Trace(fmt);
+        var (positions, expiry) = One(layout);
+        var hooks = new HookSet(Enumerable.Range(0, 2).Select(l => HookSpec.Capture($"blocks.{l}.attn.hook_pattern")).ToArray());
+        var x = tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);
+        using var masked = model.Forward(x, hooks: hooks, positions: positions, keyExpiry: expiry);
+        using var open = model.Forward(x, hooks: hooks);
+        for (int l = 0; l < 2; l++)
+        {
+            var key = HookSpec.Capture($"blocks.{l}.attn.hook_pattern").Key;
+            var hidden = masked.Capture(key).narrow(2, marker, ids.Length - marker).narrow(3, prompt, first - prompt);
+            Assert.Equal(0.0, hidden.abs().max().item<float>());
+            // The slots themselves read the thought, and without the layout the answer would too (the test can fail).
+            Assert.True(masked.Capture(key).narrow(2, first, Slots).narrow(3, prompt, first - prompt).sum().item<float>() > 0.01);
+            Assert.True(open.Capture(key).narrow(2, marker, ids.Length - marker).narrow(3, prompt, first - prompt).sum().item<float>() > 0.01);
+        }
+    }
+
+    [Fact]
+    public void SlotCacheAloneReproducesTheAnswerAndCachedDecodingHonoursTheLayout()
+    {
+        var (model, fmt) = Teacher();
+        using var _ = model;
+        using var scope = NewDisposeScope();
+        var (ids, prompt, first, marker, layout) = Trace(fmt);
+        var (positions, expiry) = One(layout);
+        long[] L(IEnumerable<int> xs) => xs.Select(i => (long)i).ToArray();
+        var x = tensor(L(ids)).unsqueeze(0);
+        var full = model.Forward(x, positions: positions, keyExpiry: expiry).Logits!.narrow(1, marker, ids.Length - marker);
+
+        // Incremental: prefill up to the slots with the layout, then one token at a time from the marker on.
+        using (var cache = new KvCache(model.Config.NumLayers))
+        {
+            model.Forward(x.narrow(1, 0, marker), cache: cache, positions: positions.narrow(1, 0, marker), keyExpiry: expiry.narrow(1, 0, marker)).Dispose();
+            var steps = Enumerable.Range(marker, ids.Length - marker).Select(t => model.Forward(x.narrow(1, t, 1), cache: cache).Logits!).ToList();
+            var diffs = string.Join(" ", Enumerable.Range(0, steps.Count).Select(j => (steps[j] - full.narrow(1, j, 1)).abs().max().item<float>().ToString("E1")));
+            Assert.True((cat(steps, 1) - full).abs().max().item<float>() < 1e-4, $"cached decoding differs from the one-pass bottleneck forward: {diffs}; next {cache.NextPositions!.item<long>()} pos {string.Join(",", layout.Positions)}");
+        }
+
+        // The prompt's own cache plus the slots' keys and values from the full pass: the answer is the same, so the
+        // thought reaches it through the slots only. A leak of the thought would make these differ.
+        using var withThought = new KvCache(model.Config.NumLayers);
+        model.Forward(x.narrow(1, 0, marker), cache: withThought, positions: positions.narrow(1, 0, marker), keyExpiry: expiry.narrow(1, 0, marker)).Dispose();
+        using var promptOnly = new KvCache(model.Config.NumLayers);
+        model.Forward(x.narrow(1, 0, prompt), cache: promptOnly).Dispose();
+        var kv = Enumerable.Range(0, model.Config.NumLayers).Select(l =>
+            (cat(new[] { promptOnly.Keys(l)!, withThought.Keys(l)!.narrow(2, first, Slots) }, 2),
+             cat(new[] { promptOnly.Values(l)!, withThought.Values(l)!.narrow(2, first, Slots) }, 2))).ToList();
+        using var prefix = KvCache.FromPrefix(kv, 1);
+        var rest = model.Forward(x.narrow(1, marker, ids.Length - marker), cache: prefix).Logits!;
+        Assert.True((rest - full).abs().max().item<float>() < 1e-4, "the answer reads more than the prompt and the slots");
+    }
+
+    [Fact]
+    public void GenerationDecodesWhatTheOnePassForwardPredicts()
+    {
+        var (model, fmt) = Teacher();
+        using var _ = model;
+        using var scope = NewDisposeScope();
+        var (ids, prompt, first, marker, layout) = Trace(fmt);
+        // Reference thought given, slots and marker forced, then 3 greedy tokens.
+        var outs = ThinkingGeneration.Generate(model, fmt, [ids[..first]], [prompt], bottleneck: true, maxThought: 1, maxAnswer: 3, continueThought: false);
+        var cont = outs[0].Continuation;
+        Assert.Equal(ids[prompt..(marker + 1)], cont[..(marker + 1 - prompt)]);
+        var gen = cont[(marker + 1 - prompt)..];
+        // Teacher-force the generated tokens in one pass: each must be the argmax there.
+        int[] seq = [.. ids[..(marker + 1)], .. gen];
+        var l = fmt.Trace.Layout(seq, prompt)!;
+        var (positions, expiry) = One(l);
+        var logits = model.Forward(tensor(seq.Select(i => (long)i).ToArray()).unsqueeze(0), positions: positions, keyExpiry: expiry).Logits!;
+        for (int j = 0; j < gen.Length; j++)
+            Assert.Equal(gen[j], (int)logits[0, marker + j].argmax().item<long>());
+    }
+
+    [Fact]
+    public void KvPrefixOracleAnswersExactlyAsTheTeacherDoesThroughItsSlots()
+    {
+        var (model, fmt) = Teacher(9);
+        using var _ = model;
+        var problems = LatentTestKit.Problems(6, digits: 2, seed: 3);
+        // Phase 0's one path: reference thoughts, the slots forced, the answer decoded behind the bottleneck.
+        using var set = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, problems, LatentTestKit.Reference(k: Slots) with { MaxNewTokens = 8 });
+        Assert.Equal(problems.Count, set.Samples.Count);
+        Assert.Equal(new long[] { problems.Count, Slots, 32 }, set.Post.shape);
+        var slots = KvPrefixInjection.SlotCache(model, fmt, set.Samples);
+        var oracle = KvPrefixInjection.Answer(model, fmt, problems, slots);
+        Assert.Equal(set.Samples.Select(x => x.TeacherAnswer), oracle.Answers);
+        // The mean prefix ignores the problem: on different problems it may not reproduce them all.
+        var mean = KvPrefixInjection.Answer(model, fmt, problems, KvPrefixInjection.Mean(slots, problems.Count));
+        Assert.Single(mean.Answers.Distinct());
+        foreach (var (k, v) in slots) { k.Dispose(); v.Dispose(); }
+    }
+
+    [Fact]
+    public void CriteriaBelowTheirCeilingAreUninformativeAndAFlatZeroSweepIsNoPass()
+    {
+        static Proportion P(int s, int n) => Proportion.Wilson(s, n);
+        var diag = new ShortcutDiagnosticsResult(10, 4, 1, 0, 0, 0, 0, P(1, 10), P(2, 10), 0.1, 0.5, [], [],
+            new CollapseStats([1.0], [1.0], 1, 1, 0), new GateResult(false, [], "test"));
+        NoGoNumbers Numbers(Proportion ceiling, double bestScale) =>
+            new("soft-tokens", P(0, 100), P(0, 100), P(0, 100), P(100, 100), Difference.Of(P(0, 100), P(0, 100)), Difference.Of(P(0, 100), P(0, 100)),
+                P(0, 50), P(10, 50), P(0, 100), 1.0, P(0, 50), 0, 1, 2) { Ceiling = ceiling, CeilingArm = "kv-prefix oracle", BestScaleAccuracy = bestScale };
+        var report = new ShortcutEvalReport("t", "p", 1, 1, new Study("s", []), [], [], new LexicalResult(P(0, 100), P(0, 100)),
+            new SeparabilityResult(1, 2, 2), Numbers(P(0, 100), 0), 0, []);
+        var low = ShortcutStudy.NoGoTable(new NoGoThresholds(), diag, report, 0, 10);
+        Assert.Equal("UNINFORMATIVE", low.Single(r => r.Criterion.StartsWith("shortcut beats")).Status);
+        Assert.Equal("UNINFORMATIVE", low.Single(r => r.Criterion.StartsWith("latent interventions")).Status);
+        Assert.Equal("UNINFORMATIVE", low.Single(r => r.Criterion.StartsWith("no fragile")).Status);
+        Assert.Equal("FAIL", low.Single(r => r.Criterion.StartsWith("train/inference")).Status);
+        // With a ceiling of 100% the same numbers are real failures, and a sweep that scores somewhere can pass.
+        var high = ShortcutStudy.NoGoTable(new NoGoThresholds(), diag, report with { NoGo = Numbers(P(100, 100), 0.5) }, 0, 10);
+        Assert.Equal("FAIL", high.Single(r => r.Criterion.StartsWith("shortcut beats")).Status);
+        Assert.Equal("FAIL", high.Single(r => r.Criterion.StartsWith("latent interventions")).Status);
+        Assert.Equal("PASS", high.Single(r => r.Criterion.StartsWith("no fragile")).Status);
+        Assert.Contains("ceiling (kv-prefix oracle) 100.0", high[0].Evidence);
+    }
+}
