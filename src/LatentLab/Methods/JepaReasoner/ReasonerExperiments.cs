@@ -23,9 +23,9 @@ public sealed record ExperimentResult(string RunDir, string ReportPath, JsonObje
 public static class ReasonerExperiments
 {
     /// <summary>
-    /// Sizes that fit the ten-minute budget on two CPU cores. Four layers, not three: at d=64 a 3-layer Reasoner
-    /// plateaus at continuation loss 0.22 on depth-2 trees after 1,200 steps (the label look-up needs one more hop),
-    /// a 4-layer one passes it within 300 steps (README, "Diagnosis").
+    /// Sizes meant for the ten-minute budget on two CPU cores. Four layers, not three: at d=64 a 3-layer Reasoner
+    /// plateaus at continuation loss 0.22 on depth-2 trees after 1,200 steps (the label look-up needs one more hop);
+    /// a 4-layer one is at 0.22 by step 300 and 0.11 by step 2,000, still unconverged (README, "Diagnosis").
     /// </summary>
     static ReasonerOptions Small { get; } = new()
     {
