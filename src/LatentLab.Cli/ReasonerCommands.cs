@@ -23,7 +23,7 @@ public static class ReasonerCommands
         public readonly Option<int?> Hidden = new("--hidden") { Description = "Reasoner width" };
         public readonly Option<int?> Layers = new("--layers") { Description = "Reasoner layers" };
         public readonly Option<int?> Heads = new("--heads") { Description = "Reasoner attention heads" };
-        public readonly Option<string?> Talker = new("--talker") { Description = "mono (decoder reading the chain as a prefix) or dual (encoder + cross-attention decoder)" };
+        public readonly Option<string?> Talker = new("--talker") { Description = "mono (decoder reading the chain as a prefix) or dual (encoder + cross-attention decoder); tree-search and cfg-noise train and report both" };
         public readonly Option<int?> TalkerHidden = new("--talker-hidden") { Description = "Talker width" };
         public readonly Option<int?> TalkerLayers = new("--talker-layers") { Description = "Talker decoder layers" };
         public readonly Option<int?> Batch = new("--batch") { Description = "batch size of every phase" };
@@ -32,6 +32,7 @@ public static class ReasonerCommands
         public readonly Option<long?> TalkerSteps = new("--talker-steps");
         public readonly Option<double?> Momentum = new("--momentum") { Description = "EMA momentum of the SST target encoder (default 0.98)" };
         public readonly Option<double?> K = new("--k") { Description = "scale k of the SST loss k·(1 − cos) (default 4)" };
+        public readonly Option<double?> Rollout = new("--rollout") { Description = "share of each SST batch trained on the Reasoner's own free-running chain (0 = teacher-forced SST; experiments default 0.5)" };
         public readonly Option<string?> Compute = new("--compute") { Description = "activation dtype: auto (default: bf16 only where a short probe measures it ≥ 1.2× faster than f32 here), f32 or bf16" };
         public readonly Option<long?> Seed = new("--seed");
         public readonly Option<double> Scale = new("--scale") { Description = "bigger run: steps × scale, widths × √scale", DefaultValueFactory = _ => 1.0 };
@@ -41,7 +42,7 @@ public static class ReasonerCommands
         public IEnumerable<Option> All => new Option[]
         {
             Task, Difficulty, Train, HoldOut, Hidden, Layers, Heads, Talker, TalkerHidden, TalkerLayers, Batch,
-            PretrainSteps, SstSteps, TalkerSteps, Momentum, K, Compute, Seed, Scale, Out, Config,
+            PretrainSteps, SstSteps, TalkerSteps, Momentum, K, Rollout, Compute, Seed, Scale, Out, Config,
         };
 
         public ReasonerOptions Resolve(ParseResult pr, ReasonerOptions defaults)
@@ -58,7 +59,7 @@ public static class ReasonerCommands
                 TalkerHidden = pr.GetValue(TalkerHidden) ?? o.TalkerHidden, TalkerLayers = pr.GetValue(TalkerLayers) ?? o.TalkerLayers,
                 BatchSize = pr.GetValue(Batch) ?? o.BatchSize, PretrainSteps = pr.GetValue(PretrainSteps) ?? o.PretrainSteps,
                 SstSteps = pr.GetValue(SstSteps) ?? o.SstSteps, TalkerSteps = pr.GetValue(TalkerSteps) ?? o.TalkerSteps,
-                Momentum = pr.GetValue(Momentum) ?? o.Momentum, LossScale = pr.GetValue(K) ?? o.LossScale,
+                Momentum = pr.GetValue(Momentum) ?? o.Momentum, LossScale = pr.GetValue(K) ?? o.LossScale, Rollout = pr.GetValue(Rollout) ?? o.Rollout,
                 Compute = pr.GetValue(Compute) ?? o.Compute, Seed = pr.GetValue(Seed) ?? o.Seed, OutDir = pr.GetValue(Out) ?? o.OutDir,
             };
             if (o.Task == "gsm8k" && o.TrainFile is null) throw new UserError("gsm8k: give --train FILE (GSM8K jsonl; e.g. tests/LatentLab.Tests/Fixtures/data/gsm8k_test_excerpt.jsonl)");

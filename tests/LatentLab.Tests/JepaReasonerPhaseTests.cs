@@ -71,7 +71,7 @@ public sealed class JepaReasonerPhaseTests : IDisposable
         Interrupted(ReasonerPhases.RunSst, cut);
         SameWeights(straight.ModelDir(ReasonerPhases.Sst), cut.ModelDir(ReasonerPhases.Sst));
         Interrupted(ReasonerPhases.RunTalker, cut);
-        SameWeights(straight.ModelDir(ReasonerPhases.TalkerPhase), cut.ModelDir(ReasonerPhases.TalkerPhase));
+        SameWeights(straight.ModelDir(ReasonerPhases.TalkerPhase("mono")), cut.ModelDir(ReasonerPhases.TalkerPhase("mono")));
         Interrupted(ReasonerPhases.RunBaseline, cut);
         SameWeights(straight.ModelDir(ReasonerPhases.Baseline), cut.ModelDir(ReasonerPhases.Baseline));
 

@@ -179,6 +179,94 @@ public sealed class JepaReasonerTests
     [Theory]
     [InlineData(TalkerKind.Mono)]
     [InlineData(TalkerKind.Dual)]
+    public void CachedDecodingMatchesRecomputingTheWholeSequence(TalkerKind kind)
+    {
+        // Generate decodes with a KV cache (Dual: encoder and cross-attention keys once, self-attention cached); greedy
+        // decoding by re-running Logits over the growing sequence must give the same tokens and the same last logits.
+        TorchRuntime.Initialize();
+        TorchRuntime.Seed(4);
+        using var talker = Talker.Create(TalkerCfg(kind));
+        talker.eval();
+        using var _ = no_grad();
+        using var latents = nn.functional.normalize(randn(3, 5, 16), p: 2, dim: -1);
+        var cached = talker.Generate(latents, 7, -1);
+        var ids = full(3, 1, Tok.BosId!.Value, dtype: ScalarType.Int64);
+        for (int step = 0; step < 7; step++)
+        {
+            var next = talker.Logits(latents, ids).select(1, -1).argmax(-1);
+            ids = cat(new[] { ids, next.view(3, 1) }, 1);
+        }
+        for (int i = 0; i < 3; i++)
+            Assert.Equal(ids[i].narrow(0, 1, 7).data<long>().Select(v => (int)v).ToArray(), cached[i]);
+        using var decoding = talker.StartDecoding(latents);
+        Tensor last = decoding.Step(ids.narrow(1, 0, 1));
+        for (int t = 1; t < 8; t++) last = decoding.Step(ids.narrow(1, t, 1));
+        using var full8 = talker.Logits(latents, ids).select(1, -1);
+        Assert.True(last.sub(full8).abs().max().item<float>() < 1e-4, $"{kind}: cached step logits differ from the full pass");
+    }
+
+    [Fact]
+    public void OracleChainIsTheReasonerReadingTheTrueTokens()
+    {
+        using var r = TinyReasoner();
+        using var _ = no_grad();
+        int eos = Tok.EosId!.Value;
+        var xs = new[] { new ReasonerExample(Tok.Encode("12(3,4);1>4=", addSpecialTokens: true), Tok.Encode("4<1:r"), ""),
+                         new ReasonerExample(Tok.Encode("7(8,9);7>9=", addSpecialTokens: true), Tok.Encode("9<7"), "") };
+        using var oracle = ReasonerEval.OracleChain(r, xs, eos, 7);
+        Assert.Equal(new long[] { 2, 7, 32 }, oracle.shape);
+        // Latent 0 sees the prompt only: the same as the free-running chain's first latent.
+        var batch = ReasonerBatch.Of(xs, 0);
+        using var chain = r.Reason(batch.PromptIds, batch.PromptMask, 7);
+        Assert.True(oracle.select(1, 0).sub(chain.select(1, 0)).abs().max().item<float>() < 1e-4);
+        // Latent j of row 1 is the Reasoner's state after its prompt and the first j true tokens, <eos> past their end.
+        var tokens = xs[1].Prompt.Concat(Tok.Encode("9<7")).Concat(Enumerable.Repeat(eos, 3)).Select(t => (long)t).ToArray();
+        using var outp = r.Model.Forward(tensor(tokens).view(1, -1), logits: LogitsMode.None);
+        using var want = r.ToLatent(outp.Hidden.narrow(1, xs[1].Prompt.Length - 1, 7));
+        Assert.True(oracle[1].sub(want[0]).abs().max().item<float>() < 1e-4);
+        Assert.False(Same(oracle, chain), "the untrained free-running chain is not the oracle chain");
+    }
+
+    [Fact]
+    public void ChainDriftReportsCosineAndReadoutPerPosition()
+    {
+        TorchRuntime.Initialize();
+        TorchRuntime.Seed(3);
+        var data = new TaskReasonerData(TaskRegistry.Get("tree"), 1);
+        using var model = new DecoderLM(Reasoner.ModelConfig(data.Tokenizer, 32, 2, 4, 256));
+        using var r = new Reasoner(model, new ReasonerSettings { InputScale = Reasoner.MeanEmbeddingNorm(model), LatentSteps = data.MaxContinuation });
+        var xs = data.Test(6, 1);
+        var drift = ReasonerEval.ChainDrift(r, data, xs);
+        Assert.Equal(xs.Max(x => x.Continuation.Length), drift.Count);
+        // Position 0 reads the prompt only, so the free-running and oracle latents coincide there.
+        Assert.Equal(1.0, drift[0].Cosine, 3);
+        Assert.All(drift, d => Assert.InRange(d.ReadoutAccuracy, 0, 1));
+        Assert.Contains(drift, d => d.Cosine < 0.999);
+    }
+
+    [Fact]
+    public void RolloutFeedsTheReasonersOwnChainAndStillTrains()
+    {
+        using var online = TinyReasoner(seed: 1);
+        using var target = TinyReasoner(seed: 2);
+        var xs = new[] { new ReasonerExample(Tok.Encode("12(3,4);1>4=", addSpecialTokens: true), Tok.Encode("4<1:r;"), ""),
+                         new ReasonerExample(Tok.Encode("7(8,9);7>9=", addSpecialTokens: true), Tok.Encode("9<7:r;"), "") };
+        var forced = ReasonerPhases.SstLoss(online, target, xs, 0, 4);
+        var half = ReasonerPhases.SstLoss(online, target, xs, 0, 4, rollout: 0.5);
+        var own = ReasonerPhases.SstLoss(online, target, xs, 0, 4, rollout: 1);
+        float f = forced.Loss.item<float>(), h = half.Loss.item<float>(), o = own.Loss.item<float>();
+        Assert.True(float.IsFinite(h) && float.IsFinite(o));
+        Assert.NotEqual(f, o);
+        Assert.NotEqual(f, h);
+        Assert.NotEqual(h, o);
+        own.Loss.backward();
+        Assert.Contains(online.Model.parameters(), p => p.grad is { } g && g.abs().sum().item<float>() > 0);
+        Assert.Throws<ArgumentException>(() => new ReasonerOptions { Rollout = 1.5 }.Validate());
+    }
+
+    [Theory]
+    [InlineData(TalkerKind.Mono)]
+    [InlineData(TalkerKind.Dual)]
     public void TalkerSavesAndLoadsToTheSameFunction(TalkerKind kind)
     {
         TorchRuntime.Initialize();

@@ -16,17 +16,21 @@ namespace LatentLab.Methods.JepaReasoner;
 public sealed record ExperimentResult(string RunDir, string ReportPath, JsonObject Results);
 
 /// <summary>
-/// The paper's experiments at laptop scale. Each trains (or resumes) all four phases in its run folder, evaluates,
-/// and writes report.md, results.json and PNG plots there. Defaults are sized for about ten minutes on two CPU cores;
-/// <see cref="ReasonerOptions.Scaled"/> makes bigger runs.
+/// The paper's experiments at laptop scale. Each trains (or resumes) every phase in its run folder (both Talkers),
+/// evaluates, and writes report.md, results.json and PNG plots there. Defaults are sized for about ten minutes on two
+/// CPU cores; <see cref="ReasonerOptions.Scaled"/> (`--scale`) makes bigger runs.
 /// </summary>
 public static class ReasonerExperiments
 {
-    /// <summary>Sizes that fit the ten-minute budget on two (shared) CPU cores.</summary>
+    /// <summary>
+    /// Sizes meant for the ten-minute budget on two CPU cores. Four layers, not three: at d=64 a 3-layer Reasoner
+    /// plateaus at continuation loss 0.22 on depth-2 trees after 1,200 steps (the label look-up needs one more hop);
+    /// a 4-layer one is at 0.22 by step 300 and 0.11 by step 2,000, still unconverged (README, "Diagnosis").
+    /// </summary>
     static ReasonerOptions Small { get; } = new()
     {
-        Hidden = 64, Layers = 3, Heads = 4, TalkerHidden = 64, TalkerLayers = 2, BatchSize = 32,
-        PretrainSteps = 400, SstSteps = 150, TalkerSteps = 200, TalkerPool = 1024,
+        Hidden = 64, Layers = 4, Heads = 4, TalkerHidden = 64, TalkerLayers = 2, BatchSize = 32,
+        PretrainSteps = 1500, SstSteps = 300, TalkerSteps = 300, TalkerPool = 1024, Rollout = 0.5,
     };
 
     /// <summary>Tree search at depth 2 (3 entries, 4 leaves).</summary>
@@ -44,14 +48,22 @@ public static class ReasonerExperiments
 
     static string Inv(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 
-    /// <summary>All four phases (each resumes or returns at once when already done).</summary>
-    public static IReadOnlyList<PhaseResult> TrainAll(ReasonerOptions o, TextWriter log) =>
-    [
-        ReasonerPhases.RunPretrain(o, log),
-        ReasonerPhases.RunSst(o, log),
-        ReasonerPhases.RunTalker(o, log),
-        ReasonerPhases.RunBaseline(o, log),
-    ];
+    public static readonly string[] BothTalkers = ["mono", "dual"];
+
+    /// <summary>
+    /// Every phase (each resumes, or returns at once when already done): pre-training, SST, one Talker per kind in
+    /// <paramref name="talkers"/> (default both) and the baseline. The shared phases record the first Talker kind, so
+    /// the run folder does not depend on which Talker the options named.
+    /// </summary>
+    public static IReadOnlyList<PhaseResult> TrainAll(ReasonerOptions o, TextWriter log, IReadOnlyList<string>? talkers = null)
+    {
+        talkers ??= BothTalkers;
+        var shared = o with { Talker = talkers[0] };
+        var phases = new List<PhaseResult> { ReasonerPhases.RunPretrain(shared, log), ReasonerPhases.RunSst(shared, log) };
+        phases.AddRange(talkers.Select(kind => ReasonerPhases.RunTalker(shared with { Talker = kind }, log)));
+        phases.Add(ReasonerPhases.RunBaseline(shared, log));
+        return phases;
+    }
 
     static string PhaseTable(IReadOnlyList<PhaseResult> phases)
     {
@@ -60,14 +72,109 @@ public static class ReasonerExperiments
         return sb.ToString();
     }
 
-    public const string JepaArm = "jepa-reasoner", CoupledArm = "coupled-baseline";
+    /// <summary>The loss curves of the run: pre-training and baseline LM loss, SST loss and its free-running chain diagnostics.</summary>
+    static IReadOnlyList<string> TrainingCurves(ReasonerOptions o)
+    {
+        string Metrics(string phase) => Path.Combine(o.PhaseDir(phase), "train", "metrics.jsonl");
+        return
+        [
+            StudyPlots.MetricsCurves(Metrics(ReasonerPhases.Pretrain), Path.Combine(o.OutDir, "curve_pretrain.png"), "pre-training (LM loss on the continuation)",
+                [("loss", "train loss"), ("eval_lm_loss", "held-out-seed batch")], yLabel: "cross-entropy (nats/token)"),
+            StudyPlots.MetricsCurves(Metrics(ReasonerPhases.Baseline), Path.Combine(o.OutDir, "curve_baseline.png"), "coupled baseline (LM training continued)",
+                [("loss", "train loss"), ("eval_lm_loss", "held-out-seed batch")], yLabel: "cross-entropy (nats/token)"),
+            StudyPlots.MetricsCurves(Metrics(ReasonerPhases.Sst), Path.Combine(o.OutDir, "curve_sst.png"), "SST: loss and the free-running chain",
+                [("loss", "train loss k(1-cos)"), ("eval_loss_teacher_forced", "teacher-forced loss"), ("eval_chain_cos", "chain cosine to targets"), ("eval_chain_readout_acc", "chain read-out accuracy")],
+                dashed: new HashSet<string> { "eval_chain_cos", "eval_chain_readout_acc" }),
+        ];
+    }
 
-    /// <summary>The two arms every experiment compares, graded on the same problems (JEPA-Reasoner − coupled is the paired difference).</summary>
-    static IReadOnlyList<Arm> Arms(IReadOnlyList<GradedItem> jepa, IReadOnlyList<GradedItem> coupled, string talker, string suffix = "", string notes = "") =>
+    public const string MonoArm = "jepa-reasoner-mono", DualArm = "jepa-reasoner-dual", CoupledArm = "coupled-baseline",
+        OracleArm = "oracle-chain-mono", OracleDualArm = "oracle-chain-dual", FloorArm = "other-problem-chain";
+
+    /// <summary>The trained models of a run folder.</summary>
+    sealed class RunModels : IDisposable
+    {
+        public required Reasoner Reasoner { get; init; }
+        public required Talker Mono { get; init; }
+        public required Talker Dual { get; init; }
+        public required DecoderLM Baseline { get; init; }
+
+        public static RunModels Load(ReasonerOptions o) => new()
+        {
+            Reasoner = Reasoner.Load(o.ModelDir(ReasonerPhases.Sst)),
+            Mono = Talker.Load(o.ModelDir(ReasonerPhases.TalkerPhase("mono"))),
+            Dual = Talker.Load(o.ModelDir(ReasonerPhases.TalkerPhase("dual"))),
+            Baseline = Checkpoints.Load(o.ModelDir(ReasonerPhases.Baseline)),
+        };
+
+        public void Dispose() { Reasoner.Dispose(); Mono.Dispose(); Dual.Dispose(); Baseline.Dispose(); }
+    }
+
+    /// <summary>
+    /// The arms every experiment grades on the same problems: the JEPA-Reasoner with each Talker (methods), the coupled
+    /// baseline (reference), the Mono Talker reading the oracle chain (ceiling: the Reasoner's latents of the true
+    /// continuation, no drift) and another problem's chain (floor: a read-out with no information about the problem),
+    /// and the Dual Talker on the oracle chain (reference: whether the Dual read-out is the bottleneck).
+    /// With <paramref name="bounds"/> false only the three deployable arms are graded (the noise sweep).
+    /// </summary>
+    static IReadOnlyList<Arm> Arms(RunModels m, IReasonerData data, IReadOnlyList<ReasonerExample> xs, bool bounds = true)
+    {
+        Arm Pipe(string name, string what, ArmRole role, Talker talker, ChainSource source)
+        {
+            var sw = Stopwatch.StartNew();
+            var graded = ReasonerEval.GradePipeline(m.Reasoner, talker, data, xs, source: source);
+            return Arm.Graded(name, what, role, graded.Select(g => g.Correct).ToList(), seconds: sw.Elapsed.TotalSeconds);
+        }
+        var arms = new List<Arm>
+        {
+            Pipe(MonoArm, "JEPA-Reasoner (free-running chain) + Mono Talker", ArmRole.Method, m.Mono, ChainSource.FreeRunning),
+            Pipe(DualArm, "JEPA-Reasoner (free-running chain) + Dual Talker", ArmRole.Method, m.Dual, ChainSource.FreeRunning),
+        };
+        var swb = Stopwatch.StartNew();
+        var coupled = ReasonerEval.GradeBaseline(m.Baseline, data, xs);
+        arms.Add(Arm.Graded(CoupledArm, "the same pre-trained transformer trained on as an LM (greedy)", ArmRole.Reference,
+            coupled.Select(g => g.Correct).ToList(), seconds: swb.Elapsed.TotalSeconds));
+        if (!bounds) return arms;
+        arms.Add(Pipe(OracleArm, "Mono Talker reading the Reasoner's latents of the true continuation (teacher-forced: no drift)", ArmRole.Ceiling, m.Mono, ChainSource.Oracle));
+        arms.Add(Pipe(OracleDualArm, "Dual Talker reading the same oracle chain", ArmRole.Reference, m.Dual, ChainSource.Oracle));
+        arms.Add(Pipe(FloorArm, "Mono Talker reading another problem's chain (no information about this one)", ArmRole.Floor, m.Mono, ChainSource.OtherProblem));
+        return arms;
+    }
+
+    static readonly IReadOnlyList<(string A, string B)> StandardPairs =
     [
-        Arm.Graded(JepaArm + suffix, $"JEPA-Reasoner + {talker} Talker", ArmRole.Method, jepa.Select(g => g.Correct).ToList(), notes: notes),
-        Arm.Graded(CoupledArm + suffix, "the same pre-trained transformer trained on as an LM", ArmRole.Reference, coupled.Select(g => g.Correct).ToList(), notes: notes),
+        (MonoArm, CoupledArm), (DualArm, CoupledArm), (MonoArm, OracleArm), (DualArm, OracleArm), (CoupledArm, OracleArm),
+        (MonoArm, FloorArm), (DualArm, FloorArm), (CoupledArm, FloorArm),
     ];
+
+    /// <summary>The drift table: free-running chain vs oracle chain per continuation position (cosine, read-out accuracy), and its plot.</summary>
+    static (string Markdown, JsonArray Json) Drift(RunModels m, IReasonerData data, IReadOnlyList<ReasonerExample> xs, string pngPath)
+    {
+        var drift = ReasonerEval.ChainDrift(m.Reasoner, data, xs);
+        StudyPlots.Lines(pngPath, "free-running chain against the oracle chain", "continuation position", "value",
+            [new Curve("cosine to the oracle latent", drift.Select(d => (double)d.Position).ToArray(), drift.Select(d => d.Cosine).ToArray()),
+             new Curve("read-out accuracy (argmax latent·embᵀ)", drift.Select(d => (double)d.Position).ToArray(), drift.Select(d => d.ReadoutAccuracy).ToArray(), Dashed: true)],
+            yRange: (0, 1.05));
+        var sb = new StringBuilder("| positions | cosine to oracle | read-out accuracy | latents |\n|---|---|---|---|\n");
+        int bucket = Math.Max(1, (int)Math.Ceiling(drift.Count / 8.0));
+        foreach (var g in drift.Chunk(bucket))
+        {
+            int n = g.Sum(d => d.Count);
+            sb.AppendLine(Inv($"| {g[0].Position}–{g[^1].Position} | {g.Sum(d => d.Cosine * d.Count) / n:F3} | {g.Sum(d => d.ReadoutAccuracy * d.Count) / n:F3} | {n} |"));
+        }
+        var json = new JsonArray(drift.Select(d => (JsonNode)new JsonObject { ["position"] = d.Position, ["cosine"] = d.Cosine, ["readout_accuracy"] = d.ReadoutAccuracy, ["count"] = d.Count }).ToArray());
+        return (sb.ToString(), json);
+    }
+
+    static string Describe(ReasonerOptions o, RunModels m) => Inv($"""
+        Reasoner: Qwen3-layout decoder (QK-norm, tied embeddings) d={o.Hidden}, {o.Layers} layers ({m.Reasoner.Model.ParameterCount():N0} parameters),
+        {m.Reasoner.Settings.LatentSteps} latents per problem; SST k={o.LossScale}, EMA momentum {o.Momentum}, rollout share {o.Rollout}
+        (rows of each SST batch fed the Reasoner's own chain). Talkers d={o.TalkerHidden}, {o.TalkerLayers} decoder layers: Mono
+        ({m.Mono.parameters().Sum(p => p.numel()):N0} parameters), Dual ({m.Dual.parameters().Sum(p => p.numel()):N0}, {o.TalkerEncoderLayers} encoder layer),
+        both trained on the Reasoner's free-running chains and decoded greedily with a KV cache. Coupled baseline: the same
+        pre-trained transformer trained on as an LM on the same batches for as many steps as SST. Steps: pre-training
+        {o.PretrainSteps}, SST {o.SstSteps}, Talkers {o.TalkerSteps}, batch {o.BatchSize}.
+        """);
 
     static ExperimentResult Write(ReasonerOptions o, string report, JsonObject results) =>
         new(Path.GetFullPath(o.OutDir), StudyFiles.Write(o.OutDir, report, results), results);
@@ -77,11 +184,11 @@ public static class ReasonerExperiments
     // ----------------------------------------------------------------------------------------------------------------
 
     /// <summary>
-    /// Binary-tree routing: verified accuracy of Reasoner + Talker vs the coupled baseline on held-out trees, a PCA of
-    /// the latents (coloured by the token each one should say, vocabulary directions drawn in), and the mixed-latent
-    /// analysis: at every latent whose token is a branch letter (l or r), NNLS over the (unit) vocabulary embeddings,
-    /// how often the correct branch carries the larger weight and how many branches carry non-trivial weight (≥ 5% of
-    /// the total non-negative weight).
+    /// Binary-tree routing: verified accuracy of Reasoner + each Talker vs the coupled baseline on held-out trees, between
+    /// the oracle-chain ceiling and the other-problem floor; a PCA of the latents (coloured by the token each one should
+    /// say, vocabulary directions drawn in); the mixed-latent analysis: at every latent whose token is a branch letter
+    /// (l or r), NNLS over the (unit) vocabulary embeddings, how often the correct branch carries the larger weight and
+    /// how many branches carry non-trivial weight (≥ 5% of the total non-negative weight); the chain's drift.
     /// </summary>
     public static ExperimentResult TreeSearch(ReasonerOptions o, int evalProblems = 200, TextWriter? log = null)
     {
@@ -90,31 +197,25 @@ public static class ReasonerExperiments
         var phases = TrainAll(o, log);
         var data = (TaskReasonerData)ReasonerPhases.Data(o);
         var test = data.Test(evalProblems, o.Seed + 99);
-        using var reasoner = Reasoner.Load(o.ModelDir(ReasonerPhases.Sst));
-        using var talker = Talker.Load(o.ModelDir(ReasonerPhases.TalkerPhase));
-        using var baseline = Checkpoints.Load(o.ModelDir(ReasonerPhases.Baseline));
-        var study = new Study("tree search", Arms(ReasonerEval.GradePipeline(reasoner, talker, data, test), ReasonerEval.GradeBaseline(baseline, data, test), o.Talker))
-        {
-            Pairs = [(JepaArm, CoupledArm)],
-        };
-        var (jepa, coupled) = (study.Get(JepaArm).Accuracy, study.Get(CoupledArm).Accuracy);
-        log.WriteLine($"tree-search: JEPA-Reasoner + {o.Talker} Talker {jepa}; coupled baseline {coupled}");
+        using var m = RunModels.Load(o);
+        var study = new Study("tree search", Arms(m, data, test)) { Pairs = StandardPairs };
+        foreach (var a in study.Arms) log.WriteLine($"tree-search: {a.Name} {a.Accuracy}");
 
-        var mixed = MixedLatents(reasoner, data, test.Take(Math.Min(200, test.Count)).ToList(), Path.Combine(o.OutDir, "latents_pca.png"));
+        var mixed = MixedLatents(m.Reasoner, data, test.Take(Math.Min(200, test.Count)).ToList(), Path.Combine(o.OutDir, "latents_pca.png"));
+        var (driftMd, driftJson) = Drift(m, data, test, Path.Combine(o.OutDir, "chain_drift.png"));
+        TrainingCurves(o);
         var results = new JsonObject
         {
             ["experiment"] = "tree-search", ["task"] = data.Name, ["options"] = o.ToJson(),
-            ["study"] = study.ToJson(), ["mixed_latents"] = mixed.ToJson(),
-            ["reasoner_parameters"] = reasoner.Model.ParameterCount(), ["talker_parameters"] = talker.parameters().Sum(p => p.numel()),
+            ["study"] = study.ToJson(), ["mixed_latents"] = mixed.ToJson(), ["chain_drift"] = driftJson,
+            ["reasoner_parameters"] = m.Reasoner.Model.ParameterCount(),
             ["seconds"] = sw.Elapsed.TotalSeconds,
         };
         var report = Inv($"""
             # JEPA-Reasoner: tree search ({data.Name})
 
-            Reasoner: Qwen3-layout decoder (QK-norm, tied embeddings) d={o.Hidden}, {o.Layers} layers ({reasoner.Model.ParameterCount():N0} parameters),
-            {reasoner.Settings.LatentSteps} latents per problem; {o.Talker} Talker d={o.TalkerHidden}, {o.TalkerLayers} layers
-            ({talker.parameters().Sum(p => p.numel()):N0} parameters). Coupled baseline: the same pre-trained transformer trained on as an LM on
-            the same batches for as many steps as SST. Greedy decoding; answers checked by the task's exact verifier; Wilson 95% intervals.
+            {Describe(o, m)}
+            Answers checked by the task's exact verifier; Wilson 95% intervals; paired differences on the same problems.
 
             Verified accuracy on {test.Count} held-out trees:
 
@@ -126,15 +227,22 @@ public static class ReasonerExperiments
 
             ![PCA of latents](latents_pca.png)
 
+            ## Chain drift (free-running vs oracle chain, per continuation position)
+
+            {driftMd}
+            ![chain drift](chain_drift.png)
+
             ## Training
 
             {PhaseTable(phases)}
-            Total time {sw.Elapsed.TotalSeconds:F0} s. Metrics per phase: `<phase>/train/metrics.jsonl` (SST logs eval_effective_rank and eval_dim_std).
+            Total time {sw.Elapsed.TotalSeconds:F0} s. Curves: `curve_pretrain.png`, `curve_baseline.png`, `curve_sst.png` (from
+            `<phase>/train/metrics.jsonl`; SST also logs eval_effective_rank and eval_dim_std).
+
+            ![pre-training](curve_pretrain.png) ![SST](curve_sst.png)
             """);
         return Write(o, report, results);
     }
 
-    /// <summary>The mixed-latent statistics of the tree experiment.</summary>
     public sealed record MixedLatentStats(int Latents, int CorrectLarger, int[] BranchesNonTrivial, double MeanFitR2, double MeanCorrectShare)
     {
         public double CorrectLargerRate => Latents == 0 ? double.NaN : (double)CorrectLarger / Latents;
@@ -225,66 +333,74 @@ public static class ReasonerExperiments
     // CFG robustness
     // ----------------------------------------------------------------------------------------------------------------
 
+    // ----------------------------------------------------------------------------------------------------------------
+    // CFG robustness
+    // ----------------------------------------------------------------------------------------------------------------
+
     public static readonly double[] DefaultNoiseRates = [0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30];
 
     /// <summary>
     /// Trained on clean Dyck-2 prefixes; tested on held-out prefixes whose tokens are each replaced with probability r
-    /// (answer = the clean prefix's completion). Accuracy and normalised accuracy (acc(r) / acc(0)) of both models per
-    /// rate, on one plot.
+    /// (answer = the clean prefix's completion). The clean rate is a full study (ceiling and floor included); every rate
+    /// grades the three deployable arms; accuracy and normalised accuracy (acc(r) / acc(0)) per rate, on one plot.
     /// </summary>
     public static ExperimentResult CfgNoise(ReasonerOptions o, int evalProblems = 200, IReadOnlyList<double>? rates = null, TextWriter? log = null)
     {
         log ??= Console.Out;
         rates ??= DefaultNoiseRates;
+        if (rates.Count == 0 || rates[0] != 0) throw new ArgumentException("cfg-noise: the rates must start with 0 (the normalising rate)");
         var sw = Stopwatch.StartNew();
         var phases = TrainAll(o, log);
         var data = (TaskReasonerData)ReasonerPhases.Data(o);
         if (data.Family is not CfgFamily) throw new ArgumentException($"cfg-noise needs the cfg task family, got '{o.Task}'");
-        using var reasoner = Reasoner.Load(o.ModelDir(ReasonerPhases.Sst));
-        using var talker = Talker.Load(o.ModelDir(ReasonerPhases.TalkerPhase));
-        using var baseline = Checkpoints.Load(o.ModelDir(ReasonerPhases.Baseline));
-        var rows = new List<(double Rate, Proportion Jepa, Proportion Coupled)>();
+        using var m = RunModels.Load(o);
+        string[] swept = [MonoArm, DualArm, CoupledArm];
+        var rows = new List<(double Rate, Proportion[] Acc)>();
         IReadOnlyList<Arm>? clean = null;
+        IReadOnlyList<ReasonerExample>? cleanTest = null;
         foreach (var rate in rates)
         {
             // The same seed at every rate: the same clean problems, only the corruption differs.
             var test = data.Test(evalProblems, o.Seed + 77, new CfgFamily(rate));
-            var arms = Arms(ReasonerEval.GradePipeline(reasoner, talker, data, test), ReasonerEval.GradeBaseline(baseline, data, test), o.Talker);
-            clean ??= arms;
-            var (j, b) = (arms[0].Accuracy!.Value, arms[1].Accuracy!.Value);
-            rows.Add((rate, j, b));
-            log.WriteLine(Inv($"cfg-noise {rate:P0}: JEPA-Reasoner {j}; coupled baseline {b}"));
+            var arms = Arms(m, data, test, bounds: rate == 0);
+            if (rate == 0) { clean = arms; cleanTest = test; }
+            var acc = swept.Select(n => arms.First(a => a.Name == n).Accuracy!.Value).ToArray();
+            rows.Add((rate, acc));
+            log.WriteLine(Inv($"cfg-noise {rate:P0}: {string.Join("; ", swept.Zip(acc, (n, a) => $"{n} {a}"))}"));
         }
-        // The arms at the first rate (0: clean) are the study; the rates are a knob swept over both.
+        // The arms at rate 0 are the study; the rates are a knob swept over the deployable arms.
         var study = new Study("cfg noise", clean!)
         {
-            Pairs = [(JepaArm, CoupledArm)],
-            Sweeps =
-            [
-                new ScaleSweep(JepaArm, "token noise", rows.Select(x => new SweepPoint(x.Rate, x.Jepa)).ToList()),
-                new ScaleSweep(CoupledArm, "token noise", rows.Select(x => new SweepPoint(x.Rate, x.Coupled)).ToList()),
-            ],
+            Pairs = StandardPairs,
+            Sweeps = swept.Select((n, i) => new ScaleSweep(n, "token noise", rows.Select(x => new SweepPoint(x.Rate, x.Acc[i])).ToList())).ToList(),
         };
-        double j0 = rows[0].Jepa.Value, b0 = rows[0].Coupled.Value;
-        double Norm(double v, double at0) => at0 > 0 ? v / at0 : double.NaN;
-        ReasonerPlots.NoiseCurves(Path.Combine(o.OutDir, "cfg_noise.png"), rows.Select(x => x.Rate).ToArray(),
-            rows.Select(x => Norm(x.Jepa.Value, j0)).ToArray(), rows.Select(x => Norm(x.Coupled.Value, b0)).ToArray());
+        var at0 = rows[0].Acc.Select(p => p.Value).ToArray();
+        double Norm(double v, double zero) => zero > 0 ? v / zero : double.NaN;
+        var xs = rates.Select(r => 100 * r).ToArray();
+        StudyPlots.Lines(Path.Combine(o.OutDir, "cfg_noise.png"), "CFG completion under input token noise", "token noise (%)", "normalised accuracy (acc / acc at 0%)",
+            swept.Select((n, i) => new Curve(n, xs, rows.Select(x => Norm(x.Acc[i].Value, at0[i])).ToArray(), Dashed: n == CoupledArm)).ToList(),
+            markerSize: 7, legend: ScottPlot.Alignment.UpperRight, width: 800, height: 550);
+        var (driftMd, driftJson) = Drift(m, data, cleanTest!, Path.Combine(o.OutDir, "chain_drift.png"));
+        TrainingCurves(o);
 
-        var table = new StringBuilder("| token noise | JEPA-Reasoner accuracy | coupled accuracy | JEPA normalised | coupled normalised |\n|---|---|---|---|---|\n");
-        foreach (var (rate, j, b) in rows)
-            table.AppendLine(Inv($"| {rate:P0} | {j} | {b} | {Norm(j.Value, j0):F3} | {Norm(b.Value, b0):F3} |"));
+        var table = new StringBuilder("| token noise | " + string.Join(" | ", swept) + " | " + string.Join(" | ", swept.Select(n => n + " normalised")) + " |\n|---|"
+            + string.Concat(Enumerable.Repeat("---|", 2 * swept.Length)) + "\n");
+        foreach (var (rate, acc) in rows)
+            table.AppendLine(Inv($"| {rate:P0} | {string.Join(" | ", acc.Select(a => a.ToString()))} | {string.Join(" | ", acc.Select((a, i) => Norm(a.Value, at0[i]).ToString("F3", CultureInfo.InvariantCulture)))} |"));
         var results = new JsonObject
         {
             ["experiment"] = "cfg-noise", ["task"] = data.Name, ["options"] = o.ToJson(), ["seconds"] = sw.Elapsed.TotalSeconds,
-            ["study"] = study.ToJson(),
+            ["study"] = study.ToJson(), ["chain_drift"] = driftJson,
             ["normalised"] = new JsonArray(rows.Select(x => (JsonNode)new JsonObject
             {
-                ["noise"] = x.Rate, ["jepa_normalised"] = Norm(x.Jepa.Value, j0), ["coupled_normalised"] = Norm(x.Coupled.Value, b0),
+                ["noise"] = x.Rate, ["mono_normalised"] = Norm(x.Acc[0].Value, at0[0]), ["dual_normalised"] = Norm(x.Acc[1].Value, at0[1]),
+                ["coupled_normalised"] = Norm(x.Acc[2].Value, at0[2]),
             }).ToArray()),
         };
         var report = Inv($"""
             # JEPA-Reasoner: CFG robustness ({data.Name})
 
+            {Describe(o, m)}
             Both models are trained on clean prefixes only. At test time each prompt token is replaced, independently with
             probability r, by another bracket; the expected answer stays the clean prefix's completion. Normalised accuracy
             = accuracy at r / accuracy at 0. {evalProblems} held-out problems per rate (the same clean problems at every rate);
@@ -299,15 +415,19 @@ public static class ReasonerExperiments
             {table}
             ![normalised accuracy under token noise](cfg_noise.png)
 
+            ## Chain drift on the clean problems (free-running vs oracle chain, per continuation position)
+
+            {driftMd}
+            ![chain drift](chain_drift.png)
+
             ## Training
 
             {PhaseTable(phases)}
-            Total time {sw.Elapsed.TotalSeconds:F0} s.
+            Total time {sw.Elapsed.TotalSeconds:F0} s. Curves: `curve_pretrain.png`, `curve_baseline.png`, `curve_sst.png`.
             """);
         return Write(o, report, results);
     }
 
-    // ----------------------------------------------------------------------------------------------------------------
     // GSM8K few-shot
     // ----------------------------------------------------------------------------------------------------------------
 
@@ -316,6 +436,8 @@ public static class ReasonerExperiments
     /// after '####' (else the last number) and compared numerically. With no test file the last HoldOut examples of the
     /// training file (a fifth when HoldOut is 0) are the test set.
     /// </summary>
+    const string JepaArm = "jepa-reasoner";
+
     public static ExperimentResult Gsm8k(ReasonerOptions o, string? testFile = null, IReadOnlyList<int>? shots = null, int maxTest = 200, TextWriter? log = null)
     {
         log ??= Console.Out;
@@ -334,10 +456,10 @@ public static class ReasonerExperiments
         o = o with { Task = "gsm8k" };
 
         var sw = Stopwatch.StartNew();
-        var phases = TrainAll(o, log);
+        var phases = TrainAll(o, log, [o.Talker]);
         var data = (Gsm8kReasonerData)ReasonerPhases.Data(o);
         using var reasoner = Reasoner.Load(o.ModelDir(ReasonerPhases.Sst));
-        using var talker = Talker.Load(o.ModelDir(ReasonerPhases.TalkerPhase));
+        using var talker = Talker.Load(o.ModelDir(ReasonerPhases.TalkerPhase(o.Talker)));
         using var baseline = Checkpoints.Load(o.ModelDir(ReasonerPhases.Baseline));
         var arms = new List<Arm>();
         var samples = new JsonArray();
@@ -348,7 +470,12 @@ public static class ReasonerExperiments
             var xs = testExamples.Select(e => data.Example(e, data.TrainExamples.OrderBy(_ => rng.Next()).Take(k).ToList())).ToList();
             var jg = ReasonerEval.GradePipeline(reasoner, talker, data, xs, batchSize: 8);
             var bg = ReasonerEval.GradeBaseline(baseline, data, xs, batchSize: 8);
-            var pair = Arms(jg, bg, o.Talker, $" {k}-shot", Inv($"{k} shots; mean prompt {(int)xs.Average(x => x.Prompt.Length)} tokens"));
+            var notes = Inv($"{k} shots; mean prompt {(int)xs.Average(x => x.Prompt.Length)} tokens");
+            Arm[] pair =
+            [
+                Arm.Graded($"{JepaArm} {k}-shot", $"JEPA-Reasoner + {o.Talker} Talker", ArmRole.Method, jg.Select(g => g.Correct).ToList(), notes: notes),
+                Arm.Graded($"{CoupledArm} {k}-shot", "the same pre-trained transformer trained on as an LM", ArmRole.Reference, bg.Select(g => g.Correct).ToList(), notes: notes),
+            ];
             arms.AddRange(pair);
             var (j, b) = (pair[0].Accuracy, pair[1].Accuracy);
             // What each model said, with the answer the grader extracted: accuracy on free text needs eyes on it.

@@ -6,7 +6,7 @@ namespace LatentLab.Methods.JepaReasoner;
 /// <summary>
 /// Everything that defines a JEPA-Reasoner run, shared by its phases (each phase writes the whole record into its
 /// config.json, and a resumed phase must be given the same one). Run folder layout under <see cref="OutDir"/>:
-/// <c>pretrain/</c>, <c>sst/</c>, <c>talker/</c> and <c>baseline/</c>, each with <c>train/</c> (Trainer: metrics,
+/// <c>pretrain/</c>, <c>sst/</c>, <c>talker-mono/</c> or <c>talker-dual/</c> and <c>baseline/</c>, each with <c>train/</c> (Trainer: metrics,
 /// checkpoints) and <c>model/</c> (the result).
 /// </summary>
 public sealed record ReasonerOptions
@@ -40,6 +40,12 @@ public sealed record ReasonerOptions
     public double Momentum { get; init; } = 0.98;
     /// <summary>Scale k of the SST loss k·(1 − cos) (the paper's 4).</summary>
     public double LossScale { get; init; } = 4;
+    /// <summary>
+    /// Share of each SST batch's rows whose latent inputs are the Reasoner's own free-running chain (computed without
+    /// gradients) instead of the target encoder's latents; the targets stay the target encoder's. 0 = the paper's
+    /// purely teacher-forced SST; above 0 trains the loop to recover from its own drift (exposure bias in latent space).
+    /// </summary>
+    public double Rollout { get; init; }
     public long TalkerSteps { get; init; } = 300;
     public double TalkerLr { get; init; } = 2e-3;
     /// <summary>Distinct training problems whose latent chains the Talker is trained on (chains are computed once).</summary>
@@ -93,6 +99,7 @@ public sealed record ReasonerOptions
         Check(BatchSize > 0, "BatchSize must be positive");
         Check(Momentum is >= 0 and <= 1, $"Momentum must be in [0, 1] (got {Momentum})");
         Check(LossScale > 0, $"LossScale must be positive (got {LossScale})");
+        Check(Rollout is >= 0 and <= 1, $"Rollout must be a share in [0, 1] (got {Rollout})");
         Check(Talker is "mono" or "dual", $"Talker must be mono or dual (got '{Talker}')");
         Check(TalkerPool >= BatchSize, $"TalkerPool ({TalkerPool}) must be at least BatchSize ({BatchSize})");
         Tensors.ComputePolicy.Validate(Compute);

@@ -23,7 +23,10 @@ namespace LatentLab.Methods.JepaReasoner;
 /// </summary>
 public static class ReasonerPhases
 {
-    public const string Pretrain = "pretrain", Sst = "sst", TalkerPhase = "talker", Baseline = "baseline";
+    public const string Pretrain = "pretrain", Sst = "sst", Baseline = "baseline";
+
+    /// <summary>The Talker phase of a kind (mono or dual): its folder under the run, so both Talkers can read one Reasoner.</summary>
+    public static string TalkerPhase(string kind) => $"talker-{kind}";
 
     public static IReasonerData Data(ReasonerOptions o)
     {
@@ -130,7 +133,7 @@ public static class ReasonerPhases
         var momentum = new EmaSchedule(o.Momentum, o.Momentum);
 
         var trainable = new Trainable(online,
-            (step, micro) => SstLoss(reasoner, targetReasoner, data.Train(Seeds.For(o.Seed + 1, step, micro), o.BatchSize), Pad(data), o.LossScale),
+            (step, micro) => SstLoss(reasoner, targetReasoner, data.Train(Seeds.For(o.Seed + 1, step, micro), o.BatchSize), Pad(data), o.LossScale, o.Rollout),
             afterStep: step => ema.Update(online, momentum.At(step, o.SstSteps)),
             extraState: () => ema.State("target."));
         var evalSet = data.Train(Seeds.For(o.Seed ^ 0x5EED, -2), 64);
@@ -164,15 +167,36 @@ public static class ReasonerPhases
         return target.ToLatent(output.Hidden.narrow(1, p - 1, c)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>One SST micro-batch: latents predicted in parallel from the target latents before them, scaled cosine loss on reasoning positions.</summary>
-    public static TrainLoss SstLoss(Reasoner online, Reasoner target, IReadOnlyList<ReasonerExample> xs, int pad, double k)
+    /// <summary>
+    /// One SST micro-batch: latents predicted in parallel from the latents before them, scaled cosine loss against the
+    /// target encoder's latents on reasoning positions. The inputs are the target latents (teacher forcing), except for
+    /// the first ⌈<paramref name="rollout"/>·B⌉ rows, whose inputs are the online Reasoner's own free-running chain
+    /// (no gradient through the rollout): those rows learn to steer a drifted chain back to the targets.
+    /// </summary>
+    public static TrainLoss SstLoss(Reasoner online, Reasoner target, IReadOnlyList<ReasonerExample> xs, int pad, double k, double rollout = 0)
     {
         using var batch = ReasonerBatch.Of(xs, pad);
         using var tau = TargetLatents(target, batch);
         long c = tau.shape[1];
-        using var pred = online.PredictLatents(batch.PromptIds, batch.PromptMask, tau.narrow(1, 0, c - 1));
+        using var inputs = SstInputs(online, batch, tau, rollout);
+        using var pred = online.PredictLatents(batch.PromptIds, batch.PromptMask, inputs);
         var loss = SstMath.ScaledCosineLoss(pred, tau, batch.ContinuationMask, k);
         return new TrainLoss(loss, batch.Tokens);
+    }
+
+    /// <summary>The latent inputs of an SST batch [B, C − 1, D]: target latents, with the first ⌈rollout·B⌉ rows replaced by the online chain.</summary>
+    static Tensor SstInputs(Reasoner online, ReasonerBatch batch, Tensor tau, double rollout)
+    {
+        using var scope = NewDisposeScope();
+        long b = tau.shape[0], c = tau.shape[1];
+        var teacher = tau.narrow(1, 0, c - 1);
+        int own = (int)Math.Ceiling(rollout * b);
+        if (own == 0 || c < 2) return teacher.clone().MoveToOuterDisposeScope();
+        Tensor chain;
+        using (no_grad())
+            chain = online.Reason(batch.PromptIds.narrow(0, 0, own), batch.PromptMask.narrow(0, 0, own), (int)c - 1);
+        var mixed = own == b ? chain : cat(new[] { chain, teacher.narrow(0, own, b - own) }, 0);
+        return mixed.MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -209,7 +233,7 @@ public static class ReasonerPhases
         var srcDir = o.ModelDir(Sst);
         if (!Directory.Exists(srcDir)) throw new DirectoryNotFoundException($"{srcDir} not found: run the reasoner sst phase into the same run folder first");
         using var reasoner = Reasoner.Load(srcDir);
-        var compute = UseCompute(o, TalkerPhase, reasoner.Model, log);
+        var compute = UseCompute(o, TalkerPhase(o.Talker), reasoner.Model, log);
         foreach (var p in reasoner.Model.parameters()) p.requires_grad = false;
         int steps = reasoner.Settings.LatentSteps;
 
@@ -232,7 +256,8 @@ public static class ReasonerPhases
             using var lat = chains.index_select(0, idxT);
             return TalkerLoss(talker, lat, idx.Select(i => pool[i]).ToList(), Pad(data));
         });
-        return Phase(o, TalkerPhase, o.TalkerSteps, o.TalkerLr, compute).Run(trainable, talker.Save, o.ModelDir(TalkerPhase), log, cancel);
+        var name = TalkerPhase(o.Talker);
+        return Phase(o, name, o.TalkerSteps, o.TalkerLr, compute).Run(trainable, talker.Save, o.ModelDir(name), log, cancel);
     }
 
     /// <summary>The Reasoner's latent chains [N, LatentSteps, D] for examples, in chunks, without gradients.</summary>

@@ -53,6 +53,14 @@ public sealed record TalkerConfig(TalkerKind Kind, int LatentDim, TransformerCon
         TransformerConfig.Small("LlamaForCausalLM", vocab, hidden, layers, heads, 3, maxPositions, bos, eos, pad);
 }
 
+/// <summary>One incremental decoding session of a Talker (see <see cref="Talker.StartDecoding"/>); owns its cache.</summary>
+public abstract class TalkerDecoding : IDisposable
+{
+    /// <summary>Next decoder inputs [B, 1] → next-token logits [B, V].</summary>
+    public abstract Tensor Step(Tensor ids);
+    public abstract void Dispose();
+}
+
 /// <summary>
 /// Turns a finished latent chain into tokens, trained with cross-entropy. It sees the whole chain before its first
 /// token (continuous guidance) and its tokens never flow back into the chain (error containment).
@@ -72,33 +80,40 @@ public abstract class Talker : nn.Module
     /// <summary>
     /// Generates up to <paramref name="maxNew"/> tokens per row from the latent chain. <paramref name="choose"/> maps the
     /// step and that step's logits [B, V] to the tokens [B] (greedy argmax when null); a row stops after <paramref name="eos"/>.
-    /// Re-runs the decoder over the growing sequence (the decoders here are small and the chains short).
+    /// KV-cached for both Talkers (<see cref="StartDecoding"/>): the chain is read once, then one token per step.
     /// </summary>
-    public virtual int[][] Generate(Tensor latents, int maxNew, int eos, Func<int, Tensor, Tensor>? choose = null)
+    public int[][] Generate(Tensor latents, int maxNew, int eos, Func<int, Tensor, Tensor>? choose = null)
     {
         using var _ = no_grad();
         using var scope = NewDisposeScope();
         long b = latents.shape[0];
         int start = Config.Decoder.BosTokenId ?? throw new InvalidOperationException("talker decoder config has no bos token");
-        var ids = full(b, 1, start, dtype: ScalarType.Int64, device: latents.device);
+        using var decoding = StartDecoding(latents);
+        var logits = decoding.Step(full(b, 1, start, dtype: ScalarType.Int64, device: latents.device));
         var outRows = Enumerable.Range(0, (int)b).Select(_ => new List<int>()).ToArray();
         var done = new bool[b];
         for (int step = 0; step < maxNew && done.Any(d => !d); step++)
         {
             using var inner = NewDisposeScope();
-            var last = Logits(latents, ids).select(1, -1);
-            var next = choose?.Invoke(step, last) ?? last.argmax(-1);
-            var values = next.to(ScalarType.Int64).cpu().data<long>().ToArray();
+            var next = (choose?.Invoke(step, logits) ?? logits.argmax(-1)).to(ScalarType.Int64);
+            var values = next.cpu().data<long>().ToArray();
             for (int i = 0; i < b; i++)
             {
                 if (done[i]) continue;
                 outRows[i].Add((int)values[i]);
                 if (values[i] == eos) done[i] = true;
             }
-            ids = cat(new[] { ids, next.to(ScalarType.Int64).view(b, 1) }, 1).MoveToOuterDisposeScope();
+            if (step + 1 < maxNew && done.Any(d => !d)) logits = decoding.Step(next.view(b, 1)).MoveToOuterDisposeScope();
         }
         return outRows.Select(r => r.ToArray()).ToArray();
     }
+
+    /// <summary>
+    /// An incremental decoding session over one latent chain [B, L, D]: each <see cref="TalkerDecoding.Step"/> takes the
+    /// next decoder input tokens [B, 1] (the start token first) and returns the next-token logits [B, V], keeping the
+    /// keys and values of everything before in a cache. The same function as <see cref="Logits"/> (a test checks it).
+    /// </summary>
+    public abstract TalkerDecoding StartDecoding(Tensor latents);
 
     public static Talker Create(TalkerConfig config) => config.Kind switch
     {
@@ -154,33 +169,25 @@ public sealed class MonoTalker : Talker
 
     public DecoderLM Decoder => decoder;
 
-    /// <summary>As the base, but with a KV cache: the chain is read once, then one token per step.</summary>
-    public override int[][] Generate(Tensor latents, int maxNew, int eos, Func<int, Tensor, Tensor>? choose = null)
+    public override TalkerDecoding StartDecoding(Tensor latents) => new MonoDecoding(this, latents);
+
+    /// <summary>Mono decoding: the projected chain and the start token fill the cache in one pass, then one token per step.</summary>
+    sealed class MonoDecoding(MonoTalker talker, Tensor latents) : TalkerDecoding
     {
-        using var _ = no_grad();
-        using var scope = NewDisposeScope();
-        long b = latents.shape[0];
-        int start = Config.Decoder.BosTokenId ?? throw new InvalidOperationException("talker decoder config has no bos token");
-        using var cache = new KvCache(decoder.Config.NumLayers);
-        var first = full(b, 1, start, dtype: ScalarType.Int64, device: latents.device);
-        var embeds = cat(new[] { latent_in.forward(latents.to(ScalarType.Float32)), decoder.Embed(first) }, 1);
-        var logits = decoder.Forward(inputEmbeds: embeds, cache: cache, logits: LogitsMode.LastOnly).Logits!.select(1, -1);
-        var outRows = Enumerable.Range(0, (int)b).Select(_ => new List<int>()).ToArray();
-        var done = new bool[b];
-        for (int step = 0; step < maxNew && done.Any(d => !d); step++)
+        readonly KvCache _cache = new(talker.decoder.Config.NumLayers);
+        bool _started;
+
+        public override Tensor Step(Tensor ids)
         {
-            using var inner = NewDisposeScope();
-            var next = (choose?.Invoke(step, logits) ?? logits.argmax(-1)).to(ScalarType.Int64);
-            var values = next.cpu().data<long>().ToArray();
-            for (int i = 0; i < b; i++)
-            {
-                if (done[i]) continue;
-                outRows[i].Add((int)values[i]);
-                if (values[i] == eos) done[i] = true;
-            }
-            logits = decoder.Forward(next.view(b, 1), cache: cache, logits: LogitsMode.LastOnly).Logits!.select(1, -1).MoveToOuterDisposeScope();
+            using var scope = NewDisposeScope();
+            var d = talker.decoder;
+            Tensor embeds = _started ? d.Embed(ids) : cat(new[] { talker.latent_in.forward(latents.to(ScalarType.Float32)), d.Embed(ids) }, 1);
+            _started = true;
+            using var output = d.Forward(inputEmbeds: embeds, cache: _cache, logits: LogitsMode.LastOnly);
+            return output.Logits!.select(1, -1).MoveToOuterDisposeScope();
         }
-        return outRows.Select(r => r.ToArray()).ToArray();
+
+        public override void Dispose() => _cache.Dispose();
     }
 
     public override Tensor Logits(Tensor latents, Tensor inputIds)
@@ -213,11 +220,26 @@ public sealed class CrossAttention : nn.Module
     public Tensor Forward(Tensor x, Tensor memory, (Tensor Cos, Tensor Sin) qRope, (Tensor Cos, Tensor Sin) kRope)
     {
         using var scope = NewDisposeScope();
-        long b = x.shape[0], t = x.shape[1], s = memory.shape[1];
-        var q = Rope.Apply(q_proj.forward(x).view(b, t, _heads, _headDim).transpose(1, 2), qRope.Cos, qRope.Sin);
+        return Forward(x, MemoryKv(memory, kRope), qRope).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The keys (after RoPE) and values of the encoded chain [B, heads, S, head dim]: computed once per chain when decoding with a cache.</summary>
+    public (Tensor K, Tensor V) MemoryKv(Tensor memory, (Tensor Cos, Tensor Sin) kRope)
+    {
+        using var scope = NewDisposeScope();
+        long b = memory.shape[0], s = memory.shape[1];
         var k = Rope.Apply(k_proj.forward(memory).view(b, s, _heads, _headDim).transpose(1, 2), kRope.Cos, kRope.Sin);
         var v = v_proj.forward(memory).view(b, s, _heads, _headDim).transpose(1, 2);
-        var o = F.scaled_dot_product_attention(q, k, v);
+        return (k.MoveToOuterDisposeScope(), v.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Decoder positions x [B, T, H] (queries rotated by <paramref name="qRope"/>) attending to the chain's keys and values.</summary>
+    public Tensor Forward(Tensor x, (Tensor K, Tensor V) memory, (Tensor Cos, Tensor Sin) qRope)
+    {
+        using var scope = NewDisposeScope();
+        long b = x.shape[0], t = x.shape[1];
+        var q = Rope.Apply(q_proj.forward(x).view(b, t, _heads, _headDim).transpose(1, 2), qRope.Cos, qRope.Sin);
+        var o = F.scaled_dot_product_attention(q, memory.K, memory.V);
         return o_proj.forward(o.transpose(1, 2).reshape(b, t, _heads * _headDim)).MoveToOuterDisposeScope();
     }
 }
@@ -241,10 +263,16 @@ public sealed class CrossBlock : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Forward(Tensor x, Tensor memory, (Tensor Cos, Tensor Sin) rope, AttentionMask causal, (Tensor Cos, Tensor Sin) memRope, int layer)
+    public CrossAttention CrossAttn => cross_attn;
+
+    public Tensor Forward(Tensor x, Tensor memory, (Tensor Cos, Tensor Sin) rope, AttentionMask causal, (Tensor Cos, Tensor Sin) memRope, int layer) =>
+        Forward(x, cross_attn.MemoryKv(memory, memRope), rope, causal, null, layer);
+
+    /// <summary>As above with the chain's keys and values given (<see cref="CrossAttention.MemoryKv"/>) and an optional self-attention cache.</summary>
+    public Tensor Forward(Tensor x, (Tensor K, Tensor V) memory, (Tensor Cos, Tensor Sin) rope, AttentionMask self, KvCache? cache, int layer)
     {
-        x = x + self_attn.Forward(input_layernorm.forward(x), rope.Cos, rope.Sin, causal, null, layer);
-        x = x + cross_attn.Forward(cross_layernorm.forward(x), memory, rope, memRope);
+        x = x + self_attn.Forward(input_layernorm.forward(x), rope.Cos, rope.Sin, self, cache, layer);
+        x = x + cross_attn.Forward(cross_layernorm.forward(x), memory, rope);
         return x + mlp.forward(post_attention_layernorm.forward(x));
     }
 }
@@ -292,6 +320,58 @@ public sealed class DualTalker : Talker
         var hooks = new HookRunner(null, encoder.Count, null, null, 0, b, l, new Dictionary<string, Tensor>());
         for (int i = 0; i < encoder.Count; i++) x = encoder[i].Forward(x, cos, sin, all, null, i, hooks);
         return encoder_norm.forward(x).MoveToOuterDisposeScope();
+    }
+
+    public override TalkerDecoding StartDecoding(Tensor latents) => new DualDecoding(this, latents);
+
+    /// <summary>
+    /// Dual decoding: the chain is encoded once and each block's cross-attention keys and values are computed once;
+    /// the decoder's self-attention keeps a KV cache, so each step runs one token through the blocks.
+    /// </summary>
+    sealed class DualDecoding : TalkerDecoding
+    {
+        readonly DualTalker _t;
+        readonly KvCache _cache;
+        readonly (Tensor K, Tensor V)[] _memory;
+        long _position;
+
+        public DualDecoding(DualTalker talker, Tensor latents)
+        {
+            _t = talker;
+            _cache = new KvCache(talker.layers.Count);
+            using var scope = NewDisposeScope();
+            var memory = talker.Encode(latents);
+            var memRope = talker.Tables(latents.shape[0], latents.shape[1], latents.device);
+            _memory = Enumerable.Range(0, talker.layers.Count).Select(i =>
+            {
+                var (k, v) = talker.layers[i].CrossAttn.MemoryKv(memory, memRope);
+                return (k.DetachFromDisposeScope(), v.DetachFromDisposeScope());
+            }).ToArray();
+        }
+
+        public override Tensor Step(Tensor ids)
+        {
+            using var scope = NewDisposeScope();
+            long b = ids.shape[0], t = ids.shape[1];
+            var dev = ids.device;
+            var rope = _t._rope.Tables(arange(_position, _position + t, dtype: ScalarType.Int64, device: dev).unsqueeze(0).expand(b, t));
+            _cache.AppendMask(ones(b, t, dtype: ScalarType.Int64, device: dev));
+            long s = _cache.Mask!.shape[1];
+            // Query i (absolute position _position + i) sees every key up to itself: the cached ones and the new ones before it.
+            var qIdx = arange(_position, _position + t, dtype: ScalarType.Int64, device: dev).view(1, 1, t, 1);
+            var kIdx = arange(s, dtype: ScalarType.Int64, device: dev).view(1, 1, 1, s);
+            using var self = new AttentionMask((kIdx <= qIdx).expand(b, 1, t, s), causal: false);
+            var x = _t.embed_tokens.forward(ids);
+            for (int i = 0; i < _t.layers.Count; i++) x = _t.layers[i].Forward(x, _memory[i], rope, self, _cache, i);
+            _position += t;
+            return F.linear(_t.norm.forward(x.select(1, -1)), _t.embed_tokens.weight!).MoveToOuterDisposeScope();
+        }
+
+        public override void Dispose()
+        {
+            _cache.Dispose();
+            foreach (var (k, v) in _memory) { k.Dispose(); v.Dispose(); }
+        }
     }
 
     public override Tensor Logits(Tensor latents, Tensor inputIds)
