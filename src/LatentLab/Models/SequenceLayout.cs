@@ -24,9 +24,9 @@ public sealed record SequenceLayout(long[] Positions, long[] Expiry)
     /// <summary>
     /// [B, T] positions and key expiry for rows padded to <paramref name="t"/> columns, right-padded or (with
     /// <paramref name="leftPad"/>) left-padded; expiry indices move with the padding, so they stay column indices.
-    /// A null row is plain text. Padding columns get position 0 and are never hidden (their keys are masked anyway).
+    /// A null row is plain text. The tensors are made on <paramref name="device"/> (CPU when null). Padding columns get position 0 and are never hidden (their keys are masked anyway).
     /// </summary>
-    public static (Tensor Positions, Tensor Expiry) Batch(IReadOnlyList<SequenceLayout?> rows, IReadOnlyList<int> lengths, int t, bool leftPad = false)
+    public static (Tensor Positions, Tensor Expiry) Batch(IReadOnlyList<SequenceLayout?> rows, IReadOnlyList<int> lengths, int t, bool leftPad = false, Device? device = null)
     {
         int b = rows.Count;
         var pos = new long[b * t];
@@ -43,6 +43,6 @@ public sealed record SequenceLayout(long[] Positions, long[] Expiry)
                 exp[i * t + off + j] = row.Expiry[j] == Never ? Never : row.Expiry[j] + off;
             }
         }
-        return (tensor(pos).view(b, t), tensor(exp).view(b, t));
+        return (tensor(pos, device: device ?? CPU).view(b, t), tensor(exp, device: device ?? CPU).view(b, t));
     }
 }

@@ -83,7 +83,7 @@ public static class ThinkingGeneration
             layouts.Add(fmt.Layout([.. prefixes[i], thinkEnd], promptLengths[i])?.Take(prefixes[i].Length));
         }
         var dev = model.Device;
-        var (positions, expiry) = SequenceLayout.Batch(layouts, prefixes.Select(p => p.Length).ToList(), t, leftPad: true);
+        var (positions, expiry) = SequenceLayout.Batch(layouts, prefixes.Select(p => p.Length).ToList(), t, leftPad: true, device: dev);
         using var cache = new KvCache(model.Config.NumLayers);
         using (model.Forward(tensor(ids).view(b, t).to(dev), attentionMask: tensor(mask).view(b, t).to(dev), cache: cache,
                    logits: LogitsMode.None, positions: positions.to(dev), keyExpiry: expiry.to(dev))) { }
