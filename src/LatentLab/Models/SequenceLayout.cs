@@ -26,7 +26,7 @@ public sealed record SequenceLayout(long[] Positions, long[] Expiry)
     /// <paramref name="leftPad"/>) left-padded; expiry indices move with the padding, so they stay column indices.
     /// A null row is plain text. Padding columns get position 0 and are never hidden (their keys are masked anyway).
     /// </summary>
-    public static (Tensor Positions, Tensor Expiry) Batch(IReadOnlyList<SequenceLayout?> rows, IReadOnlyList<int> lengths, int t, bool leftPad = false)
+    public static (Tensor Positions, Tensor Expiry) Batch(IReadOnlyList<SequenceLayout?> rows, IReadOnlyList<int> lengths, int t, bool leftPad = false, Device? device = null)
     {
         int b = rows.Count;
         var pos = new long[b * t];
@@ -43,6 +43,7 @@ public sealed record SequenceLayout(long[] Positions, long[] Expiry)
                 exp[i * t + off + j] = row.Expiry[j] == Never ? Never : row.Expiry[j] + off;
             }
         }
-        return (tensor(pos).view(b, t), tensor(exp).view(b, t));
+        device ??= CPU;
+        return (tensor(pos, device: device).view(b, t), tensor(exp, device: device).view(b, t));
     }
 }
