@@ -71,6 +71,11 @@ public sealed class WorldModelTests : IDisposable
         using var outp = model.Forward(tensor(s0.TraceIds.Select(x => (long)x).ToArray()).view(1, -1), hooks: new HookSet([spec]));
         var h = outp.Capture(spec.Key)[0];
         LatentTestKit.AssertSame(h.narrow(0, s0.Steps[1].Start, s0.Steps[1].Length).mean([0]), set.Of(0)[2], 1e-5);
+        // The trace's log-probability is the sum over its generated tokens, read off the same forward pass.
+        int p0 = s0.PromptIds.Length, n0 = s0.TraceIds.Length;
+        var lsm = outp.Logits![0].log_softmax(-1);
+        double expected = Enumerable.Range(p0 - 1, n0 - p0).Sum(j => (double)lsm[j, s0.TraceIds[j + 1]].item<float>());
+        Assert.Equal(expected, s0.LogProb, 3);
         // Resume: a second run keeps every file; damage one and only it is redone.
         var before = File.GetLastWriteTimeUtc(Path.Combine(dir, "steps-0000000-0000004.safetensors"));
         File.AppendAllText(Path.Combine(dir, "steps-0000004-0000006.jsonl"), "x");

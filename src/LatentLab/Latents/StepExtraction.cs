@@ -196,7 +196,11 @@ public static class StepExtraction
                 var dev = model.Device;
                 using var output = model.Forward(ids.to(dev), attentionMask: mask.to(dev), hooks: hooks);
                 var h = output.Capture(spec.Key).to(ScalarType.Float32).cpu();
-                var logp = output.Logits!.to(ScalarType.Float32).log_softmax(-1).cpu();
+                // Only each position's log-probability of the token that follows leaves the device, never the
+                // [B, T, vocab] distribution (151k columns for Qwen3).
+                var next = ids.narrow(1, 1, ids.shape[1] - 1).to(dev).unsqueeze(2);
+                var tokenLogp = output.Logits!.narrow(1, 0, ids.shape[1] - 1).to(ScalarType.Float32).log_softmax(-1)
+                    .gather(2, next).squeeze(2).cpu();
                 for (int i = 0; i < chunk.Count; i++)
                 {
                     var (d, steps, answer, ok) = chunk[i];
@@ -204,8 +208,7 @@ public static class StepExtraction
                     foreach (var s in steps) rows.Add(h[i].narrow(0, s.Start, s.Length).mean([0]));
                     parts.Add(stack(rows, 0).to(dtype).DetachFromDisposeScope());
                     int n = d.TraceIds.Length, p = d.PromptIds.Length;
-                    var next = tensor(d.TraceIds[p..].Select(x => (long)x).ToArray()).unsqueeze(1);
-                    double lp = logp[i].narrow(0, p - 1, n - p).gather(1, next).sum().item<float>();
+                    double lp = tokenLogp[i].narrow(0, p - 1, n - p).sum().item<float>();
                     samples.Add(new StepSample(samples.Count, d.ProblemIndex, d.Draw, d.Problem, d.PromptIds, d.TraceIds, steps,
                         StepCheck.All(d.Problem, steps), answer, ok, lp, d.Generated));
                 }
