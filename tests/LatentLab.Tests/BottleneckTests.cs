@@ -159,6 +159,91 @@ public sealed class BottleneckTests
     }
 
     [Fact]
+    public void KvPrefixPredictorStartsAtTheMeanCacheAndLearnsThroughTheCache()
+    {
+        var (model, fmt) = Teacher(11);
+        using var _ = model;
+        var problems = LatentTestKit.Problems(16, digits: 2, seed: 4);
+        using var set = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, problems, LatentTestKit.Reference(k: Slots) with { MaxNewTokens = 8 });
+        var slots = KvPrefixInjection.SlotCache(model, fmt, set.Samples);
+        // The random teacher's own answers through its slots are what the predictor should learn to reproduce.
+        var oracle = KvPrefixInjection.Answer(model, fmt, problems, slots);
+        var train = set.Samples.Select((x, i) => x with { TeacherAnswer = oracle.Answers[i] ?? x.Problem.Answer, Verified = true }).ToList();
+        using var flat = KvPrefixPredictor.Flatten(slots);
+        Assert.Equal(new long[] { problems.Count, 2L * 2 * model.Config.NumKvHeads * Slots * model.Config.HeadDim }, flat.shape);
+
+        var fresh = KvPrefixPredictor.For(model, Slots, hidden: 16);
+        fresh.FitStandardizer(set.Pre, flat);
+        var round = fresh.Unflatten(flat);
+        for (int l = 0; l < slots.Count; l++)
+        {
+            Assert.True(round[l].Keys.eq(slots[l].Keys).all().item<bool>());
+            Assert.True(round[l].Values.eq(slots[l].Values).all().item<bool>());
+        }
+        // Zero-initialised output: an untrained predictor is the mean cache, so it answers as the floor arm does.
+        var start = fresh.Predict(set.Pre);
+        var mean = KvPrefixInjection.Mean(slots, problems.Count);
+        for (int l = 0; l < slots.Count; l++) Assert.True(start[l].Keys.allclose(mean[l].Keys, rtol: 1e-4, atol: 1e-5));
+        Assert.Equal(KvPrefixInjection.Answer(model, fmt, problems, mean).Answers, KvPrefixInjection.Answer(model, fmt, problems, start).Answers);
+
+        var dir = Path.Combine(Path.GetTempPath(), "latentlab-kv-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            // Answer cross-entropy alone (λ = 0): its gradient reaches the predictor only through the cache's attention.
+            using var ceOnly = KvPrefixTraining.Train(model, fmt, train, set.Pre, slots, new ArmTraining(20, 8, 3e-3, 1), 0, Path.Combine(dir, "ce"), hidden: 16);
+            Assert.True(ceOnly.named_parameters().Single(p => p.name == "output.weight").parameter.abs().max().item<float>() > 0);
+            // With the cache-matching term it moves towards the true cache: standardised error below the mean's (1 per element).
+            using var matched = KvPrefixTraining.Train(model, fmt, train, set.Pre, slots, new ArmTraining(60, 8, 3e-3, 1), 1, Path.Combine(dir, "mse"), hidden: 16);
+            using var pred = KvPrefixPredictor.Flatten(matched.Predict(set.Pre));
+            double err = (matched.StandardizeKv(pred) - matched.StandardizeKv(flat)).pow(2).mean().item<float>();
+            double meanErr = matched.StandardizeKv(flat).pow(2).mean().item<float>();
+            Assert.True(err < 0.7 * meanErr, $"standardised cache error {err:F3} vs the mean's {meanErr:F3}");
+        }
+        finally { if (Directory.Exists(dir)) Directory.Delete(dir, true); }
+        foreach (var (k, v) in slots.Concat(mean).Concat(start)) { k.Dispose(); v.Dispose(); }
+    }
+
+    [Fact]
+    [Trait("Category", "Slow")]
+    public void EvaluationOnABottleneckTeacherRunsThePredictedKvPrefixArmBetweenItsControls()
+    {
+        var (model, fmt) = Teacher(13);
+        using var _ = model;
+        const string point = "blocks.0.resid_post";
+        var trainP = LatentTestKit.Problems(24, digits: 2, seed: 5);
+        var testP = LatentTestKit.Problems(12, digits: 2, seed: 6);
+        var extraction = LatentTestKit.Reference(point: point, k: Slots) with { MaxNewTokens = 8 };
+        using var tr = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, trainP, extraction);
+        using var te = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, testP, extraction);
+        // Plumbing, not science: the random teacher's samples are given the true answers to learn from.
+        var train = tr.Samples.Select(x => x with { TeacherAnswer = x.Problem.Answer, Verified = true }).ToList();
+        var test = te.Samples.Select(x => x with { TeacherAnswer = x.Problem.Answer, Verified = true }).ToList();
+        var oracle = new OraclePredictor(tr.Pre, tr.Post);
+        oracle.Register(te.Pre, te.Post);
+        var o = new ShortcutEvalOptions { Point = point, TrainSteps = 3, TrainBatch = 8, Phase3Problems = 6, OodExtra = 0, Seed = 1, Plots = false, PrimaryArm = "kv-prefix" };
+        var dir = Path.Combine(Path.GetTempPath(), "latentlab-kv-eval-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var r = ShortcutEvaluation.Run(model, fmt, oracle, train, tr.Pre, tr.Post, test, te.Pre, te.Post, o, dir);
+            foreach (var arm in new[] { "kv-prefix", "kv-prefix oracle", "kv-prefix mean", "soft-tokens oracle", "soft-tokens mean" })
+                Assert.Equal(12, r.Arm(arm).Accuracy!.Value.Trials);
+            Assert.Equal("kv-prefix oracle", r.Study.Ceiling!.Name);
+            Assert.Equal("kv-prefix mean", r.Study.Floor!.Name);
+            Assert.Equal("kv-prefix", r.NoGo.ShortcutArm);
+            Assert.Equal("kv-prefix oracle", r.NoGo.CeilingArm);
+            Assert.Equal(r.Arm("kv-prefix oracle").Accuracy, r.NoGo.Ceiling);
+            // The predictor's input is counted, and the arm runs no thought: fewer token-steps than thinking.
+            Assert.True(r.Arm("kv-prefix").Flops > r.Arm("kv-prefix oracle").Flops);
+            Assert.True(r.Arm("kv-prefix").TokenSteps < r.Arm("thinking").TokenSteps);
+            Assert.Equal(5, r.Sweeps.Single(x => x.Arm == "kv-prefix").Points.Count);
+            Assert.Contains(r.Interventions, i => i.Arm == "kv-prefix");
+            Assert.Contains(r.Edits, e => e.Arm == "kv-prefix");
+            Assert.InRange(r.Separability.HeldOutAccuracy, 0, 1);
+        }
+        finally { if (Directory.Exists(dir)) Directory.Delete(dir, true); }
+    }
+
+    [Fact]
     public void CriteriaBelowTheirCeilingAreUninformativeAndAFlatZeroSweepIsNoPass()
     {
         static Proportion P(int s, int n) => Proportion.Wilson(s, n);

@@ -141,12 +141,12 @@ public sealed class ShortcutArmsTests
         try
         {
             var r = ShortcutEvaluation.Run(model, fmt, oracle, train, tr.Pre, tr.Post, test, te.Pre, te.Post, o, dir);
-            Assert.Equal(new[] { "thinking", "direct", "distillation", "soft-tokens", "residual-delta", "residual-delta oracle", "residual-delta mean", "lora-student", "kv-prefix" },
-                r.Arms.Select(a => a.Name));
-            // Without a bottleneck the delta arm's oracle and mean are the table's ceiling and floor.
-            Assert.Equal("residual-delta oracle", r.Study.Ceiling!.Name);
-            Assert.Equal("residual-delta mean", r.Study.Floor!.Name);
-            Assert.Equal(r.Arm("residual-delta oracle").Accuracy, r.NoGo.Ceiling);
+            Assert.Equal(new[] { "thinking", "direct", "distillation", "soft-tokens", "soft-tokens oracle", "soft-tokens mean", "residual-delta",
+                "residual-delta oracle", "residual-delta mean", "lora-student", "kv-prefix" }, r.Arms.Select(a => a.Name));
+            // The primary arm's own oracle and mean are the table's ceiling and floor, and the no-go rows' ceiling.
+            Assert.Equal(r.NoGo.ShortcutArm + " oracle", r.Study.Ceiling!.Name);
+            Assert.Equal(r.NoGo.ShortcutArm + " mean", r.Study.Floor!.Name);
+            Assert.Equal(r.Arm(r.NoGo.ShortcutArm + " oracle").Accuracy, r.NoGo.Ceiling);
             Assert.NotNull(r.Arm("kv-prefix").NotRunReason);
             Assert.All(r.Arms.Where(a => a.NotRunReason is null), a => { Assert.Equal(12, a.Accuracy!.Value.Trials); Assert.True(a.Flops > 0 && a.TokenSteps > 0); });
             // Thinking spends more than the shortcut; the shortcut's K soft tokens and marker are counted.

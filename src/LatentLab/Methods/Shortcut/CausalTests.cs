@@ -6,10 +6,19 @@ using static TorchSharp.torch;
 namespace LatentLab.Methods.Shortcut;
 
 /// <summary>
-/// An arm as Phase 3 sees it: answers a problem list, given the predicted latents for those problems
-/// (ignored by arms that use none).
+/// The latents Phase 3 hands an arm for a problem list: h_pre [N, D] (what a predictor reads, the KV-prefix arm's
+/// input) and the Phase-1 predictor's ĥ_post [N, K, D] (what the soft-token and residual-delta arms inject). An
+/// intervention swaps both for the twin's.
 /// </summary>
-public sealed record ShortcutArm(string Name, bool UsesLatent, Func<IReadOnlyList<TaskProblem>, Tensor, ArmAnswers> Answer);
+public sealed record ArmLatents(Tensor Pre, Tensor Hat)
+{
+    public ArmLatents Rows(IReadOnlyList<int> idx) => new(ArmsCommon.Rows(Pre, idx), ArmsCommon.Rows(Hat, idx));
+}
+
+/// <summary>
+/// An arm as Phase 3 sees it: answers a problem list, given the latents for those problems (ignored by arms that use none).
+/// </summary>
+public sealed record ShortcutArm(string Name, bool UsesLatent, Func<IReadOnlyList<TaskProblem>, ArmLatents, ArmAnswers> Answer);
 
 /// <summary>Edit tests of one arm. Counterfactual success: the answer to the twin is the twin's (correct) answer and differs
 /// from the arm's answer to the original. Nuisance stability: the answer to the twin equals the answer to the original.</summary>
@@ -33,8 +42,8 @@ public sealed record SeparabilityResult(double HeldOutAccuracy, int TrainRows, i
 
 public static class CausalTests
 {
-    public static EditResult Edits(ShortcutArm arm, IReadOnlyList<TaskProblem> originals, Tensor hatOriginals, ArmAnswers originalAnswers,
-        IReadOnlyList<TaskEdit> counterfactuals, Tensor hatCounterfactuals, IReadOnlyList<TaskEdit> nuisances, Tensor hatNuisances)
+    public static EditResult Edits(ShortcutArm arm, IReadOnlyList<TaskProblem> originals, ArmLatents hatOriginals, ArmAnswers originalAnswers,
+        IReadOnlyList<TaskEdit> counterfactuals, ArmLatents hatCounterfactuals, IReadOnlyList<TaskEdit> nuisances, ArmLatents hatNuisances)
     {
         var cf = arm.Answer(counterfactuals.Select(e => e.Edited).ToList(), hatCounterfactuals);
         int success = 0, changed = 0;
@@ -48,7 +57,7 @@ public static class CausalTests
         int stable = 0, correct = 0;
         if (supported.Count > 0)
         {
-            var nu = arm.Answer(supported.Select(i => nuisances[i].Edited).ToList(), ArmsCommon.Rows(hatNuisances, supported));
+            var nu = arm.Answer(supported.Select(i => nuisances[i].Edited).ToList(), hatNuisances.Rows(supported));
             for (int j = 0; j < supported.Count; j++)
             {
                 if (nu.Answers[j] == originalAnswers.Answers[supported[j]]) stable++;
@@ -60,7 +69,7 @@ public static class CausalTests
     }
 
     public static InterventionResult Intervention(ShortcutArm arm, IReadOnlyList<TaskProblem> originals, ArmAnswers originalAnswers,
-        IReadOnlyList<TaskEdit> counterfactuals, Tensor hatCounterfactuals)
+        IReadOnlyList<TaskEdit> counterfactuals, ArmLatents hatCounterfactuals)
     {
         if (!arm.UsesLatent) throw new ArgumentException($"arm {arm.Name} uses no latent to intervene on");
         var swapped = arm.Answer(originals, hatCounterfactuals);

@@ -51,6 +51,11 @@ public static class KvPrefixInjection
         train.Select(kv => (kv.Keys.mean(new long[] { 0 }, keepdim: true).expand(n, -1, -1, -1).contiguous(),
             kv.Values.mean(new long[] { 0 }, keepdim: true).expand(n, -1, -1, -1).contiguous())).ToList();
 
+    /// <summary>mean + s·(prediction − mean), per layer: a scale sweep between the floor (s = 0) and the prediction (s = 1).</summary>
+    public static IReadOnlyList<(Tensor Keys, Tensor Values)> Blend(IReadOnlyList<(Tensor Keys, Tensor Values)> mean,
+        IReadOnlyList<(Tensor Keys, Tensor Values)> predicted, double s) =>
+        mean.Zip(predicted, (m, p) => (m.Keys + s * (p.Keys - m.Keys), m.Values + s * (p.Values - m.Values))).ToList();
+
     /// <summary>Greedy answers from prompt ++ slot cache ++ end marker; token-steps = prompt + k + 1 + sampled.</summary>
     public static ArmAnswers Answer(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<TaskProblem> problems,
         IReadOnlyList<(Tensor Keys, Tensor Values)> slots, int batchSize = 128)

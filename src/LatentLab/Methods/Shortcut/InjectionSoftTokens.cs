@@ -37,14 +37,17 @@ public sealed class SoftTokenProjection : nn.Module<Tensor, Tensor>
 /// <summary>
 /// Arm 4: predicted soft latent tokens. Input = prompt embeddings ++ scale·proj(ĥ) (K slots) ++ embed(&lt;/think&gt;),
 /// then greedy decoding of the answer by the frozen teacher. Only the projection is trained, with answer
-/// cross-entropy through the frozen teacher on the training problems' predicted states.
+/// cross-entropy through the frozen teacher on the training problems' states: the predicted ones for the arm, the
+/// true h_post for its oracle. On a bottleneck teacher the soft tokens take the place of the slot tokens (the
+/// training sequence has no slot tokens either, so it matches what the arm answers from).
 /// </summary>
 public static class SoftTokenInjection
 {
-    public static SoftTokenProjection Train(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<TraceSample> train, Tensor hatTrain,
+    /// <param name="statesTrain">[N, K, D] states to inject for the training samples (ĥ_post, or h_post for the oracle).</param>
+    public static SoftTokenProjection Train(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<TraceSample> train, Tensor statesTrain,
         ArmTraining budget, string outDir, TextWriter? log = null)
     {
-        var examples = ArmExamples.Of("soft tokens", fmt, train, p => ArmsCommon.ShortcutPrompt(fmt, p));
+        var examples = ArmExamples.Of("soft tokens", fmt, train, p => fmt.PromptIds(p, true).Append(ArmsCommon.ThinkEndId(fmt)).ToArray());
         var proj = new SoftTokenProjection(teacher.Config.HiddenSize);
         proj.to(teacher.Device);
         var restore = ArmsCommon.Freeze(teacher);
@@ -54,7 +57,7 @@ public static class SoftTokenInjection
             {
                 var rows = examples.Draw(budget, step);
                 var (ids, targets, mask, lossTokens) = examples.Batch(fmt, rows);
-                var hat = ArmsCommon.Rows(hatTrain, examples.SampleIndices(rows)).to(teacher.Device);
+                var hat = ArmsCommon.Rows(statesTrain, examples.SampleIndices(rows)).to(teacher.Device);
                 int p = examples.Sequences[rows[0]].PromptLength - 1; // prompt length without the closing marker
                 var (emb, tgt, m) = Splice(teacher, ids.to(teacher.Device), targets.to(teacher.Device), mask.to(teacher.Device), proj.forward(hat), p);
                 using var output = teacher.Forward(inputEmbeds: emb, attentionMask: m);

@@ -19,13 +19,18 @@ public sealed record ShortcutEvalOptions
     public int LoraRank { get; init; } = 8;
     /// <summary>Weight of the hidden-state matching term (relative MSE) in the LoRA student's loss.</summary>
     public double LoraLambda { get; init; } = 1.0;
+    /// <summary>Learning rate of the KV-prefix predictor (bottleneck teachers).</summary>
+    public double KvLearningRate { get; init; } = 1e-3;
+    /// <summary>Weight of the cache-matching term (MSE of the standardised slot cache) in the KV-prefix predictor's loss.</summary>
+    public double KvLambda { get; init; } = 1.0;
     public double[] Alphas { get; init; } = { 0.25, 0.5, 1, 1.5, 2 };
     public double[] SoftScales { get; init; } = { 0.25, 0.5, 1, 1.5, 2 };
     /// <summary>Test problems used for the edit, intervention and length tests (the first ones of the test set).</summary>
     public int Phase3Problems { get; init; } = 150;
     /// <summary>Lengths beyond the test difficulty for the OOD accuracy-vs-length test.</summary>
     public int OodExtra { get; init; } = 2;
-    /// <summary>The latent arm whose numbers go into the no-go table ("soft-tokens" or "residual-delta"); null = the more accurate.</summary>
+    /// <summary>The latent arm whose numbers go into the no-go table ("soft-tokens", "residual-delta" or, on a bottleneck
+    /// teacher, "kv-prefix"); null = the most accurate (ties: the one whose oracle scores higher).</summary>
     public string? PrimaryArm { get; init; }
     public int EvalBatch { get; init; } = 128;
     public long Seed { get; init; }

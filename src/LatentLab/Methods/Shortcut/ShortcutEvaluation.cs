@@ -18,6 +18,8 @@ public static class ShortcutEvaluation
 {
     public const string Thinking = "thinking", Direct = "direct", Distillation = "distillation", SoftTokens = "soft-tokens",
         ResidualDelta = "residual-delta", LoraArm = "lora-student", KvPrefix = "kv-prefix";
+    /// <summary>Suffixes of an arm's controls: the true latent injected (its ceiling) and the mean training latent (its floor).</summary>
+    public const string Oracle = " oracle", Mean = " mean";
 
     /// <param name="preTrain">[N, D] h_pre of the training samples (in order).</param>
     /// <param name="postTrain">[N, K, D] (or [N, D]) h_post of the training samples.</param>
@@ -31,7 +33,7 @@ public static class ShortcutEvaluation
         Check(test, preTest, postTest, "test");
         Directory.CreateDirectory(outDir);
         // The trained arms start fresh every evaluation: the trainer would otherwise resume (or refuse) an old run there.
-        foreach (var old in new[] { "train-distillation", "train-soft-tokens", "train-lora" }.Select(d => Path.Combine(outDir, d)))
+        foreach (var old in new[] { "train-distillation", "train-soft-tokens", "train-soft-tokens-oracle", "train-lora", "train-kv-prefix" }.Select(d => Path.Combine(outDir, d)))
             if (Directory.Exists(old)) Directory.Delete(old, true);
         var total = Stopwatch.StartNew();
         var c = teacher.Config;
@@ -74,6 +76,9 @@ public static class ShortcutEvaluation
             budget(o.DistillLearningRate).Flops(c, shortcutSeq), $"{o.TrainSteps} steps × {o.TrainBatch}, full fine-tune"));
         Say($"distillation {distill.Accuracy}");
 
+        bool kv = fmt.Slots > 0;
+        using var hatMean = new MeanPredictor(postTrain).Predict(preTest);
+
         sw.Restart();
         var proj = SoftTokenInjection.Train(teacher, fmt, train, hatTrain, budget(o.ProjectionLearningRate), Path.Combine(outDir, "train-soft-tokens"), log);
         var softSweep = o.SoftScales.Select(s => (s, SoftTokenInjection.Answer(teacher, fmt, proj, problems, hatTest, s, o.EvalBatch))).ToList();
@@ -82,6 +87,19 @@ public static class ShortcutEvaluation
             predictorFlops + projectionFlops, budget(o.ProjectionLearningRate).Flops(c, shortcutSeq + k),
             $"projection trained {o.TrainSteps} steps × {o.TrainBatch} (answer CE through the frozen teacher); scale 1"));
         Say($"soft tokens {soft.Accuracy}");
+
+        // Controls of the soft-token arm: a projection trained on the true h_post, answering from the true h_post of the
+        // test problems (its ceiling), and from the mean training h_post (its floor).
+        sw.Restart();
+        using var projOracle = SoftTokenInjection.Train(teacher, fmt, train, postTrain, budget(o.ProjectionLearningRate), Path.Combine(outDir, "train-soft-tokens-oracle"), log);
+        var softOracle = SoftTokenInjection.Answer(teacher, fmt, projOracle, problems, postTest, 1.0, o.EvalBatch);
+        arms.Add(Result(SoftTokens + Oracle, ArmRole.Reference, "soft tokens of the true h_post, projection trained on the true h_post", softOracle,
+            projectionFlops, budget(o.ProjectionLearningRate).Flops(c, shortcutSeq + k), "the soft-token arm's ceiling: a perfect predictor"));
+        sw.Restart();
+        var softMean = SoftTokenInjection.Answer(teacher, fmt, projOracle, problems, hatMean, 1.0, o.EvalBatch);
+        arms.Add(Result(SoftTokens + Mean, ArmRole.Reference, "soft tokens of the mean training h_post (the oracle's projection)", softMean,
+            projectionFlops, 0, "the soft-token arm's floor: a predictor that ignores the problem"));
+        Say($"soft tokens oracle {softOracle.Accuracy}, mean {softMean.Accuracy}");
 
         sw.Restart();
         var deltaSweep = ResidualDeltaInjection.Answer(teacher, fmt, o.Point, problems, hatTest, o.Alphas, o.EvalBatch);
@@ -92,15 +110,13 @@ public static class ShortcutEvaluation
         Say($"residual delta {delta.Accuracy}");
 
         // Controls of the delta arm on the same problems: the true h_post (its ceiling) and the mean training h_post (its floor).
-        bool kv = fmt.Slots > 0;
-        using var hatMean = new MeanPredictor(postTrain).Predict(preTest);
         sw.Restart();
         var deltaOracle = ResidualDeltaInjection.Answer(teacher, fmt, o.Point, problems, postTest, new[] { 1.0 }, o.EvalBatch)[0];
-        arms.Add(Result(ResidualDelta + " oracle", kv ? ArmRole.Reference : ArmRole.Ceiling, "residual delta with the true h_post (α = 1)", deltaOracle, 0, 0,
+        arms.Add(Result(ResidualDelta + Oracle, ArmRole.Reference, "residual delta with the true h_post (α = 1)", deltaOracle, 0, 0,
             "the delta arm's ceiling: a perfect predictor"));
         sw.Restart();
         var deltaMean = ResidualDeltaInjection.Answer(teacher, fmt, o.Point, problems, hatMean, new[] { 1.0 }, o.EvalBatch)[0];
-        arms.Add(Result(ResidualDelta + " mean", kv ? ArmRole.Reference : ArmRole.Floor, "residual delta with the mean training h_post (α = 1)", deltaMean, 0, 0,
+        arms.Add(Result(ResidualDelta + Mean, ArmRole.Reference, "residual delta with the mean training h_post (α = 1)", deltaMean, 0, 0,
             "the delta arm's floor: a predictor that ignores the problem"));
         Say($"residual delta oracle {deltaOracle.Accuracy}, mean {deltaMean.Accuracy}");
 
@@ -112,75 +128,115 @@ public static class ShortcutEvaluation
             budget(o.LoraLearningRate).Flops(c, shortcutSeq), $"{o.TrainSteps} steps × {o.TrainBatch}; adapters merged, so no inference overhead; uses no predictor"));
         Say($"LoRA student {loraAnswers.Accuracy}");
 
-        Proportion? kvCeiling = null;
+        // The KV-prefix arm (bottleneck teachers): its oracle is the teacher's own slot cache, its floor the mean one.
+        var controls = new Dictionary<string, (ArmAnswers Oracle, ArmAnswers Mean)>
+        {
+            [SoftTokens] = (softOracle, softMean), [ResidualDelta] = (deltaOracle, deltaMean),
+        };
+        var predicted = new Dictionary<string, ArmAnswers> { [SoftTokens] = soft, [ResidualDelta] = delta };
+        KvPrefixPredictor? kvPredictor = null;
+        Tensor? kvTestFlat = null, kvPredFlat = null;
+        var kvSweep = new List<SweepPoint>();
         if (kv)
         {
             sw.Restart();
             var slotTest = KvPrefixInjection.SlotCache(teacher, fmt, test, o.EvalBatch);
             var kvOracle = KvPrefixInjection.Answer(teacher, fmt, problems, slotTest, o.EvalBatch);
-            arms.Add(Result(KvPrefix + " oracle", ArmRole.Ceiling, $"prompt ++ the teacher's own cache at its {k} slots ++ </think>", kvOracle, 0, 0,
-                "the ceiling: the true slot keys/values at every layer, no thought tokens run"));
-            kvCeiling = kvOracle.Accuracy;
+            arms.Add(Result(KvPrefix + Oracle, ArmRole.Reference, $"prompt ++ the teacher's own cache at its {k} slots ++ </think>", kvOracle, 0, 0,
+                "the KV-prefix arm's ceiling: the true slot keys/values at every layer, no thought tokens run"));
             sw.Restart();
             var slotTrain = KvPrefixInjection.SlotCache(teacher, fmt, train, o.EvalBatch);
-            var kvMean = KvPrefixInjection.Answer(teacher, fmt, problems, KvPrefixInjection.Mean(slotTrain, problems.Count), o.EvalBatch);
-            arms.Add(Result(KvPrefix + " mean", ArmRole.Floor, "prompt ++ the mean training slot cache ++ </think>", kvMean, 0, 0,
-                "the floor: a prefix that ignores the problem"));
-            foreach (var (a, b) in slotTest.Concat(slotTrain)) { a.Dispose(); b.Dispose(); }
+            var meanSlots = KvPrefixInjection.Mean(slotTrain, problems.Count);
+            var kvMean = KvPrefixInjection.Answer(teacher, fmt, problems, meanSlots, o.EvalBatch);
+            arms.Add(Result(KvPrefix + Mean, ArmRole.Reference, "prompt ++ the mean training slot cache ++ </think>", kvMean, 0, 0,
+                "the KV-prefix arm's floor: a prefix that ignores the problem"));
             Say($"kv-prefix oracle {kvOracle.Accuracy}, mean {kvMean.Accuracy}");
+
+            sw.Restart();
+            kvPredictor = KvPrefixTraining.Train(teacher, fmt, train, preTrain, slotTrain, budget(o.KvLearningRate), o.KvLambda,
+                Path.Combine(outDir, "train-kv-prefix"), log);
+            var slotPred = kvPredictor.Predict(preTest);
+            var kvAnswers = KvPrefixInjection.Answer(teacher, fmt, problems, slotPred, o.EvalBatch);
+            double kvPredictorFlops = ArmsCommon.ModuleFlops(kvPredictor);
+            arms.Add(Result(KvPrefix, ArmRole.Method, $"prompt ++ q(h_pre)'s keys/values for the {k} slots at every layer ++ </think>", kvAnswers,
+                kvPredictorFlops, budget(o.KvLearningRate).Flops(c, shortcutSeq + k),
+                $"KV predictor (MLP on h_pre) trained {o.TrainSteps} steps × {o.TrainBatch}: answer CE through the frozen teacher + {o.KvLambda}·MSE to the true slot cache"));
+            Say($"kv-prefix (predicted) {kvAnswers.Accuracy}");
+            // Its scale sweep: the prediction's departure from the mean cache, scaled (1 = the prediction, 0 = the floor).
+            foreach (var scale in o.SoftScales)
+            {
+                if (scale == 1.0) { kvSweep.Add(new SweepPoint(scale, kvAnswers.Accuracy)); continue; }
+                var blend = KvPrefixInjection.Blend(meanSlots, slotPred, scale);
+                kvSweep.Add(new SweepPoint(scale, KvPrefixInjection.Answer(teacher, fmt, problems, blend, o.EvalBatch).Accuracy));
+                foreach (var (x, y) in blend) { x.Dispose(); y.Dispose(); }
+            }
+            controls[KvPrefix] = (kvOracle, kvMean);
+            predicted[KvPrefix] = kvAnswers;
+            kvTestFlat = KvPrefixPredictor.Flatten(slotTest);
+            kvPredFlat = KvPrefixPredictor.Flatten(slotPred);
+            foreach (var (x, y) in slotTest.Concat(slotTrain).Concat(slotPred).Concat(meanSlots)) { x.Dispose(); y.Dispose(); }
         }
-        arms.Add(Arm.NotRun(KvPrefix, "predicted KV prefix", ArmRole.Method, kv
-            ? "not built in this round: needs a trained predictor of the slots' per-layer keys/values (its ceiling and floor are measured above)"
-            : "needs a teacher trained on bottleneck traces (teacher train --bottleneck k)"));
+        else arms.Add(Arm.NotRun(KvPrefix, "predicted KV prefix", ArmRole.Method, "needs a teacher trained on bottleneck traces (teacher train --bottleneck k)"));
 
         var sweeps = new List<ScaleSweep>
         {
             new(ResidualDelta, "alpha", o.Alphas.Select((a, i) => new SweepPoint(a, deltaSweep[i].Accuracy)).ToList()),
             new(SoftTokens, "scale", softSweep.Select(x => new SweepPoint(x.s, x.Item2.Accuracy)).ToList()),
         };
+        if (kvSweep.Count > 0) sweeps.Add(new(KvPrefix, "scale of (prediction − mean cache)", kvSweep));
 
         // ---- Phase 3 ----
         var family = fmt.Family;
         int n3 = Math.Min(o.Phase3Problems, problems.Count);
         var idx3 = Enumerable.Range(0, n3).ToList();
         var orig = idx3.Select(i => problems[i]).ToList();
-        var hatOrig = ArmsCommon.Rows(hatTest, idx3);
+        var latOrig = new ArmLatents(ArmsCommon.Rows(preTest, idx3), ArmsCommon.Rows(hatTest, idx3));
         var cfs = orig.Select((p, i) => family.Edit(p, EditKind.Counterfactual, o.Seed * 1_000_003 + i)).ToList();
         var nus = orig.Select((p, i) => family.Edit(p, EditKind.Nuisance, o.Seed * 1_000_003 + i)).ToList();
         // States of new problems (twins, longer ones) come through the latent store's one path and rule: h_pre at the
         // prompt for every problem; h_post (for the oracle) from the traces whose thinking closed, as Phase 0 reads them.
-        Tensor HatFor(IReadOnlyList<TaskProblem> ps)
+        ArmLatents LatentsFor(IReadOnlyList<TaskProblem> ps)
         {
-            using var pre = ShortcutStudy.PromptStates(teacher, ps.Select(p => fmt.PromptIds(p, true)).ToList(), o.Point, o.EvalBatch);
+            var pre = ShortcutStudy.PromptStates(teacher, ps.Select(p => fmt.PromptIds(p, true)).ToList(), o.Point, o.EvalBatch);
             if (predictor is OraclePredictor oracle)
             {
                 using var set = LatentExtraction.Samples(teacher, fmt.Tokenizer, fmt, ps,
                     new ExtractionOptions { Point = o.Point, K = k, BatchSize = o.EvalBatch });
                 if (set.Samples.Count > 0) oracle.Register(set.Pre, set.Post);
             }
-            return ArmsCommon.PredictAll(predictor, pre);
+            return new ArmLatents(pre, ArmsCommon.PredictAll(predictor, pre));
         }
-        using var hatCf = HatFor(cfs.Select(e => e.Edited).ToList());
-        using var hatNu = HatFor(nus.Select(e => e.Edited).ToList());
+        var latCf = LatentsFor(cfs.Select(e => e.Edited).ToList());
+        var latNu = LatentsFor(nus.Select(e => e.Edited).ToList());
 
         var phase3Arms = new List<ShortcutArm>
         {
             new(Thinking, false, (ps, _) => ThinkingArm.Answer(teacher, fmt, ps, o.EvalBatch)),
             new(Direct, false, (ps, _) => DirectArm.Answer(teacher, fmt, ps, o.EvalBatch)),
             new(Distillation, false, (ps, _) => DirectArm.Answer(student, fmt, ps, o.EvalBatch)),
-            new(SoftTokens, true, (ps, h) => SoftTokenInjection.Answer(teacher, fmt, proj, ps, h, 1.0, o.EvalBatch)),
-            new(ResidualDelta, true, (ps, h) => ResidualDeltaInjection.Answer(teacher, fmt, o.Point, ps, h, new[] { 1.0 }, o.EvalBatch)[0]),
+            new(SoftTokens, true, (ps, h) => SoftTokenInjection.Answer(teacher, fmt, proj, ps, h.Hat, 1.0, o.EvalBatch)),
+            new(ResidualDelta, true, (ps, h) => ResidualDeltaInjection.Answer(teacher, fmt, o.Point, ps, h.Hat, new[] { 1.0 }, o.EvalBatch)[0]),
             new(LoraArm, false, (ps, _) => LoraStudent.Answer(lora, fmt, ps, o.EvalBatch)),
         };
         var mainAnswers = new Dictionary<string, ArmAnswers>
         {
             [Thinking] = thinking, [Direct] = direct, [Distillation] = distill, [SoftTokens] = soft, [ResidualDelta] = delta, [LoraArm] = loraAnswers,
         };
+        if (kvPredictor is { } kvq)
+        {
+            phase3Arms.Add(new(KvPrefix, true, (ps, h) =>
+            {
+                var slots = kvq.Predict(h.Pre);
+                try { return KvPrefixInjection.Answer(teacher, fmt, ps, slots, o.EvalBatch); }
+                finally { foreach (var (x, y) in slots) { x.Dispose(); y.Dispose(); } }
+            }));
+            mainAnswers[KvPrefix] = predicted[KvPrefix];
+        }
         ArmAnswers Head(ArmAnswers a) => new(a.Answers.Take(n3).ToList(), a.Correct.Take(n3).ToList(), a.TokenSteps.Take(n3).ToList());
 
-        var edits = phase3Arms.Select(a => CausalTests.Edits(a, orig, hatOrig, Head(mainAnswers[a.Name]), cfs, hatCf, nus, hatNu)).ToList();
+        var edits = phase3Arms.Select(a => CausalTests.Edits(a, orig, latOrig, Head(mainAnswers[a.Name]), cfs, latCf, nus, latNu)).ToList();
         var interventions = phase3Arms.Where(a => a.UsesLatent)
-            .Select(a => CausalTests.Intervention(a, orig, Head(mainAnswers[a.Name]), cfs, hatCf)).ToList();
+            .Select(a => CausalTests.Intervention(a, orig, Head(mainAnswers[a.Name]), cfs, latCf)).ToList();
         Say("edits and interventions done");
 
         var lengths = phase3Arms.Select(a => new LengthResult(a.Name, problems[0].Difficulty, 0, mainAnswers[a.Name].Accuracy)).ToList();
@@ -188,35 +244,51 @@ public static class ShortcutEvaluation
         for (int extra = 1; extra <= o.OodExtra && d0 + extra <= family.Difficulty.Max; extra++)
         {
             var longer = TaskSplits.Generate(family, Split.Test, n3, d0 + extra, o.Seed + 7919 * (d0 + extra));
-            using var hatLong = HatFor(longer);
-            foreach (var a in phase3Arms) lengths.Add(new LengthResult(a.Name, d0 + extra, extra, a.Answer(longer, hatLong).Accuracy));
+            var latLong = LatentsFor(longer);
+            foreach (var a in phase3Arms) lengths.Add(new LengthResult(a.Name, d0 + extra, extra, a.Answer(longer, latLong).Accuracy));
+            latLong.Pre.Dispose();
+            latLong.Hat.Dispose();
         }
         Say("length sweep done");
+
+        // The primary latent arm (the no-go table's): the most accurate predicted arm, ties going to the higher ceiling.
+        string primary = o.PrimaryArm ?? predicted.Keys.OrderByDescending(a => predicted[a].Accuracy.Value)
+            .ThenByDescending(a => controls[a].Oracle.Accuracy.Value).First();
+        if (!predicted.ContainsKey(primary))
+            throw new ArgumentException($"PrimaryArm must be one of {string.Join(", ", predicted.Keys.Select(x => $"'{x}'"))} (got '{primary}')");
+        // The study's ceiling and floor are the primary arm's own controls: the true latent and the mean one through that arm.
+        for (int i = 0; i < arms.Count; i++)
+            if (arms[i].Name == primary + Oracle) arms[i] = arms[i] with { Role = ArmRole.Ceiling };
+            else if (arms[i].Name == primary + Mean) arms[i] = arms[i] with { Role = ArmRole.Floor };
 
         var verifiedTrain = train.Where(s => s.Verified && s.TeacherAnswer is not null).ToList();
         var lexical = CausalTests.Lexical(verifiedTrain.Select(s => s.Problem).ToList(), verifiedTrain.Select(s => s.TeacherAnswer!).ToList(),
             problems, family.Verify, seed: o.Seed);
-        var separability = CausalTests.Separability(postTest, hatTest, seed: o.Seed);
+        // Separability of what the primary arm injects: the slot caches for the KV-prefix arm, the states otherwise.
+        var separability = primary == KvPrefix
+            ? CausalTests.Separability(kvTestFlat!, kvPredFlat!, seed: o.Seed)
+            : CausalTests.Separability(postTest, hatTest, seed: o.Seed);
         Say($"lexical {lexical.Best}, separability {separability.HeldOutAccuracy:P1}");
 
-        string primary = o.PrimaryArm ?? (soft.Accuracy.Value >= delta.Accuracy.Value ? SoftTokens : ResidualDelta);
-        if (primary != SoftTokens && primary != ResidualDelta)
-            throw new ArgumentException($"PrimaryArm must be '{SoftTokens}' or '{ResidualDelta}' (got '{primary}')");
         var pa = arms.First(a => a.Name == primary);
+        var primarySweep = sweeps.First(s => s.Arm == primary);
         var noGo = new NoGoNumbers(primary, pa.Accuracy!.Value, distill.Accuracy, direct.Accuracy, thinking.Accuracy,
             Difference.Of(pa.Accuracy!.Value, distill.Accuracy), Difference.Of(pa.Accuracy!.Value, direct.Accuracy),
             edits.First(e => e.Arm == primary).CounterfactualSuccess, edits.First(e => e.Arm == primary).NuisanceStable,
             lexical.Best, separability.HeldOutAccuracy, interventions.First(i => i.Arm == primary).ToTwin,
-            sweeps.First(s => s.Arm == primary).Fragility, pa.Flops, arms.First(a => a.Name == Thinking).Flops)
+            primarySweep.Fragility, pa.Flops, arms.First(a => a.Name == Thinking).Flops)
         {
-            Ceiling = kvCeiling ?? deltaOracle.Accuracy,
-            CeilingArm = kv ? KvPrefix + " oracle" : ResidualDelta + " oracle",
-            BestScaleAccuracy = sweeps.First(s => s.Arm == primary).Points.Max(p => p.Accuracy.Value),
+            Ceiling = controls[primary].Oracle.Accuracy,
+            CeilingArm = primary + Oracle,
+            BestScaleAccuracy = primarySweep.Points.Max(p => p.Accuracy.Value),
         };
 
+        foreach (var l in new[] { latOrig, latCf, latNu }) { l.Pre.Dispose(); l.Hat.Dispose(); }
+        kvPredictor?.Dispose();
+        kvTestFlat?.Dispose();
+        kvPredFlat?.Dispose();
         hatTrain.Dispose();
         hatTest.Dispose();
-        hatOrig.Dispose();
         proj.Dispose();
         var study = new Study($"shortcut ({name})", arms) { Sweeps = sweeps, Lengths = lengths };
         var report = new ShortcutEvalReport(name, o.Point, train.Count, test.Count, study, edits, interventions, lexical,

@@ -1,0 +1,177 @@
+using LatentLab.Latents;
+using LatentLab.Models;
+using LatentLab.Teacher;
+using LatentLab.Training;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace LatentLab.Methods.Shortcut;
+
+/// <summary>
+/// q(h_pre) → the keys and values of a bottleneck teacher's k slots at every layer (keys after RoPE at the slots'
+/// positions, as the cache holds them). A residual MLP in standardised space: inputs and targets are standardised per
+/// element from the training set, and the output layer starts at zero, so an untrained predictor puts the mean
+/// training slot cache there (the floor arm) and training moves it from there.
+/// </summary>
+public sealed class KvPrefixPredictor : nn.Module<Tensor, Tensor>
+{
+    public int D { get; }
+    public int Layers { get; }
+    public int KvHeads { get; }
+    public int Slots { get; }
+    public int HeadDim { get; }
+    /// <summary>Numbers per problem: layers × (keys, values) × kv_heads × slots × head_dim.</summary>
+    public long Width => 2L * Layers * KvHeads * Slots * HeadDim;
+
+    readonly Tensor pre_mean, pre_std, kv_mean, kv_std;
+    readonly Linear input;
+    readonly ModuleList<nn.Module<Tensor, Tensor>> blocks;
+    readonly LayerNorm out_norm;
+    readonly Linear output;
+
+    public KvPrefixPredictor(int d, int layers, int kvHeads, int slots, int headDim, int hidden = 512, int depth = 2) : base("kv_prefix_predictor")
+    {
+        if (d < 1 || layers < 1 || kvHeads < 1 || slots < 1 || headDim < 1 || hidden < 1 || depth < 0)
+            throw new ArgumentException($"kv-prefix predictor: sizes must be positive (d {d}, layers {layers}, kv heads {kvHeads}, slots {slots}, head dim {headDim}, hidden {hidden}, depth {depth})");
+        (D, Layers, KvHeads, Slots, HeadDim) = (d, layers, kvHeads, slots, headDim);
+        pre_mean = zeros(d);
+        pre_std = ones(d);
+        kv_mean = zeros(Width);
+        kv_std = ones(Width);
+        input = nn.Linear(d, hidden);
+        blocks = new ModuleList<nn.Module<Tensor, Tensor>>();
+        for (int i = 0; i < depth; i++) blocks.Add(new ResidualMlp(hidden, 0));
+        out_norm = nn.LayerNorm(hidden);
+        output = nn.Linear(hidden, Width);
+        using (no_grad())
+        {
+            output.weight!.zero_();
+            output.bias!.zero_();
+        }
+        RegisterComponents();
+    }
+
+    public static KvPrefixPredictor For(DecoderLM teacher, int slots, int hidden = 512, int depth = 2)
+    {
+        var c = teacher.Config;
+        return new KvPrefixPredictor(c.HiddenSize, c.NumLayers, c.NumKvHeads, slots, c.HeadDim, hidden, depth);
+    }
+
+    /// <summary>Per-layer (keys, values), each [N, kv_heads, k, head_dim], as one [N, Width] float32 matrix.</summary>
+    public static Tensor Flatten(IReadOnlyList<(Tensor Keys, Tensor Values)> kv)
+    {
+        using var scope = NewDisposeScope();
+        long n = kv[0].Keys.shape[0];
+        return cat(kv.SelectMany(x => new[] { x.Keys.reshape(n, -1), x.Values.reshape(n, -1) }).Select(t => t.to(ScalarType.Float32)).ToList(), 1)
+            .MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The inverse of <see cref="Flatten"/> (views of <paramref name="flat"/>, gradient kept).</summary>
+    public IReadOnlyList<(Tensor Keys, Tensor Values)> Unflatten(Tensor flat)
+    {
+        if (flat.dim() != 2 || flat.shape[1] != Width) throw new ArgumentException($"kv-prefix predictor: expected [N, {Width}], got [{string.Join(",", flat.shape)}]");
+        long n = flat.shape[0], one = (long)KvHeads * Slots * HeadDim;
+        return Enumerable.Range(0, Layers).Select(l =>
+            (flat.narrow(1, 2 * l * one, one).reshape(n, KvHeads, Slots, HeadDim),
+             flat.narrow(1, (2 * l + 1) * one, one).reshape(n, KvHeads, Slots, HeadDim))).ToList();
+    }
+
+    public void FitStandardizer(Tensor pre, Tensor flat)
+    {
+        if (pre.dim() != 2 || pre.shape[1] != D || flat.dim() != 2 || flat.shape[1] != Width || flat.shape[0] != pre.shape[0])
+            throw new ArgumentException($"kv-prefix predictor: expected pre [N, {D}] and slot cache [N, {Width}], got [{string.Join(",", pre.shape)}] and [{string.Join(",", flat.shape)}]");
+        using var _ = no_grad();
+        using var scope = NewDisposeScope();
+        pre_mean.copy_(pre.to(ScalarType.Float32).mean([0]));
+        pre_std.copy_(pre.to(ScalarType.Float32).std(0).clamp_min(1e-6));
+        kv_mean.copy_(flat.to(ScalarType.Float32).mean([0]));
+        kv_std.copy_(flat.to(ScalarType.Float32).std(0).clamp_min(1e-6));
+    }
+
+    public Tensor StandardizePre(Tensor pre) => (pre.to(ScalarType.Float32).to(pre_mean.device) - pre_mean) / pre_std;
+    public Tensor StandardizeKv(Tensor flat) => (flat.to(ScalarType.Float32).to(kv_mean.device) - kv_mean) / kv_std;
+    public Tensor DestandardizeKv(Tensor z) => z * kv_std + kv_mean;
+
+    /// <summary>Standardised h_pre [B, D] → standardised slot cache [B, Width].</summary>
+    public override Tensor forward(Tensor z)
+    {
+        var x = input.forward(z);
+        foreach (var b in blocks) x = b.forward(x);
+        return output.forward(out_norm.forward(x));
+    }
+
+    /// <summary>Raw h_pre [N, D] → predicted per-layer slot keys and values (float32, CPU, no gradient), in batches.</summary>
+    public IReadOnlyList<(Tensor Keys, Tensor Values)> Predict(Tensor pre, int batchSize = 512)
+    {
+        using var _ = no_grad();
+        bool was = training;
+        eval();
+        try
+        {
+            var parts = new List<Tensor>();
+            for (long s = 0; s < pre.shape[0]; s += batchSize)
+            {
+                using var scope = NewDisposeScope();
+                var chunk = pre.narrow(0, s, Math.Min(batchSize, pre.shape[0] - s));
+                parts.Add(DestandardizeKv(forward(StandardizePre(chunk))).cpu().DetachFromDisposeScope());
+            }
+            using var flat = cat(parts, 0);
+            foreach (var p in parts) p.Dispose();
+            return Unflatten(flat).Select(kv => (kv.Keys.contiguous(), kv.Values.contiguous())).ToList();
+        }
+        finally { if (was) train(); }
+    }
+}
+
+/// <summary>
+/// Trains the KV-prefix predictor on the arms' shared budget: loss = CE(answer | prompt ++ predicted slot cache ++
+/// &lt;/think&gt;) through the frozen teacher + λ·MSE(standardised predicted cache, standardised true cache). The
+/// gradient reaches the predictor through attention: the cache keeps the graph of the predicted keys and values.
+/// </summary>
+public static class KvPrefixTraining
+{
+    public static KvPrefixPredictor Train(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<TraceSample> train, Tensor preTrain,
+        IReadOnlyList<(Tensor Keys, Tensor Values)> slotTrain, ArmTraining budget, double lambda, string outDir, TextWriter? log = null,
+        int hidden = 512)
+    {
+        if (fmt.Slots == 0) throw new NotSupportedException($"{fmt}: the KV-prefix arm needs a teacher trained on bottleneck traces (teacher train --bottleneck k)");
+        if (lambda < 0) throw new ArgumentOutOfRangeException(nameof(lambda), lambda, "the cache-matching weight must be ≥ 0");
+        int k = fmt.Slots, layers = teacher.Config.NumLayers;
+        var examples = ArmExamples.Of("kv prefix", fmt, train, p => ArmsCommon.ShortcutPrompt(fmt, p));
+        using var flatTrain = KvPrefixPredictor.Flatten(slotTrain);
+        var predictor = KvPrefixPredictor.For(teacher, k, hidden);
+        predictor.FitStandardizer(preTrain, flatTrain);
+        predictor.to(teacher.Device);
+        var restore = ArmsCommon.Freeze(teacher);
+        try
+        {
+            var trainable = new Trainable(predictor, (step, micro) =>
+            {
+                var rows = examples.Draw(budget, step);
+                var (ids, targets, mask, lossTokens) = examples.Batch(fmt, rows);
+                var dev = teacher.Device;
+                var sample = examples.SampleIndices(rows);
+                int p = examples.Sequences[rows[0]].PromptLength - k - 1, t = (int)ids.shape[1];
+                ids = ids.to(dev);
+                var z = predictor.forward(predictor.StandardizePre(ArmsCommon.Rows(preTrain, sample)));
+                var mse = (z - predictor.StandardizeKv(ArmsCommon.Rows(flatTrain, sample))).pow(2).mean();
+                var slots = predictor.Unflatten(predictor.DestandardizeKv(z));
+                using var promptCache = new KvCache(layers);
+                using (no_grad()) teacher.Forward(ids.narrow(1, 0, p), cache: promptCache, logits: LogitsMode.None).Dispose();
+                var kv = Enumerable.Range(0, layers).Select(l =>
+                    (cat(new[] { promptCache.Keys(l)!, slots[l].Keys.to(promptCache.Keys(l)!.dtype) }, 2),
+                     cat(new[] { promptCache.Values(l)!, slots[l].Values.to(promptCache.Values(l)!.dtype) }, 2))).ToList();
+                using var cache = KvCache.FromTensors(kv, ones(rows.Length, p + k, dtype: ScalarType.Int64, device: dev), keepGraph: true);
+                using var output = teacher.Forward(ids.narrow(1, p + k, t - p - k), attentionMask: mask.to(dev).narrow(1, p + k, t - p - k), cache: cache);
+                var ce = nn.functional.cross_entropy(output.Logits!.reshape(-1, teacher.Config.VocabSize),
+                    targets.to(dev).narrow(1, p + k, t - p - k).reshape(-1), ignore_index: -100);
+                return new TrainLoss(ce + lambda * mse, lossTokens);
+            });
+            budget.Run("kv prefix", trainable, outDir, log);
+        }
+        finally { restore(); }
+        predictor.eval();
+        return predictor;
+    }
+}
