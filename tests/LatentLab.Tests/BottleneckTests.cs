@@ -244,6 +244,32 @@ public sealed class BottleneckTests
     }
 
     [Fact]
+    public void ConfigurationSearchTriesEachDistinctPointAndKindAndChoosesTheBestOnValidation()
+    {
+        var (model, fmt) = Teacher(17);
+        using var _ = model;
+        var problems = LatentTestKit.Problems(30, digits: 2, seed: 8);
+        using var set = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, problems, LatentTestKit.Reference(k: Slots) with { MaxNewTokens = 8 });
+        var dir = Path.Combine(Path.GetTempPath(), "latentlab-search-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            // blocks.1 is blocks.-1 of this 2-layer model, and blocks.-3 does not exist: two points, two kinds.
+            var o = new ConfigSearchOptions { Points = ["blocks.-1.resid_post", "blocks.1.resid_post", "blocks.-2.resid_post", "blocks.-3.resid_post"], Steps = 15, Ks = [1, 3] };
+            var r = ConfigSearch.Run(model, fmt, set.Samples, 1, new PredictorConfig { Hidden = 16, Layers = 1, Heads = 2, BatchSize = 8 }, o, dir);
+            Assert.Equal(4, r.Rows.Count);
+            Assert.Equal(new[] { "blocks.-1.resid_post", "blocks.-2.resid_post" }, r.Rows.Select(x => x.Candidate.Point).Distinct());
+            // A bottleneck teacher's K is its slot count, whatever the search is asked to try.
+            Assert.All(r.Rows, x => Assert.Equal(Slots, x.Candidate.K));
+            Assert.All(r.Rows, x => { Assert.Equal(6, x.Validation); Assert.InRange(x.Top5, 0, 1); Assert.InRange(x.Cosine, -1, 1); });
+            var best = r.Rows.OrderByDescending(x => x.Top5).ThenByDescending(x => x.Cosine).First();
+            Assert.Equal(best.Candidate, r.Chosen);
+            Assert.Contains("chosen", r.ToMarkdown());
+            Assert.Throws<ArgumentException>(() => ConfigSearch.Run(model, fmt, set.Samples, 1, new PredictorConfig(), o with { Points = ["blocks.7.resid_post"] }, dir));
+        }
+        finally { if (Directory.Exists(dir)) Directory.Delete(dir, true); }
+    }
+
+    [Fact]
     public void CriteriaBelowTheirCeilingAreUninformativeAndAFlatZeroSweepIsNoPass()
     {
         static Proportion P(int s, int n) => Proportion.Wilson(s, n);

@@ -25,6 +25,7 @@ public sealed class ShortcutStudyTests(RealTokenizers tokenizers) : IDisposable
             Trace = TraceMode.Reference, UseUnverified = true, IgnoreGate = true, BatchSize = 32, OutDir = Path.Combine(_dir, "study"),
             Predictor = new PredictorConfig { Steps = 20, BatchSize = 16, Hidden = 32, EvalEvery = 0, CheckpointEvery = 0 },
             Eval = new ShortcutEvalOptions { TrainSteps = 3, TrainBatch = 8, Phase3Problems = 8, OodExtra = 1, EvalBatch = 32, Plots = true },
+            Search = new ConfigSearchOptions { Steps = 5 },
         };
         var r = ShortcutStudy.Run(o, TextWriter.Null);
 
@@ -37,11 +38,18 @@ public sealed class ShortcutStudyTests(RealTokenizers tokenizers) : IDisposable
             Assert.Contains(r.Eval!.Arms, a => a.Name == arm);
         Assert.True(r.Eval!.Arm(ShortcutEvaluation.Thinking).Flops > r.Eval.Arm(ShortcutEvaluation.ResidualDelta).Flops);
 
+        // The search ran on the training problems; the study used what it chose.
+        Assert.NotNull(r.Search);
+        Assert.Equal(r.Search!.Chosen, r.Configuration);
+        Assert.Equal(r.Configuration.Point, r.Eval!.Point);
+
         var md = File.ReadAllText(r.ReportPath);
+        Assert.Contains("## Configuration search", md);
         Assert.Contains("## No-go criteria", md);
         Assert.Contains("Promotion gate", md);
         var json = JsonNode.Parse(File.ReadAllText(Path.Combine(o.OutDir, "study.json")))!;
         Assert.Equal(8, json["no_go"]!.AsArray().Count);
+        Assert.Equal(r.Configuration.Point, (string?)json["configuration"]!["point"]);
         Assert.Equal("Qwen3", LatentStore.Open(Path.Combine(o.OutDir, "latents", "train")).Settings.ChatFamily);
     }
 }

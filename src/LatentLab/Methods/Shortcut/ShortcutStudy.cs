@@ -35,6 +35,8 @@ public sealed record ShortcutStudyOptions
     /// <summary>Run Phase 2/3 even when the promotion gate fails (the default stops, as the protocol says).</summary>
     public bool IgnoreGate { get; init; }
     public PredictorConfig Predictor { get; init; } = new() { Steps = 600 };
+    /// <summary>The search over hook point × K × predictor kind that picks the study's configuration on a validation split.</summary>
+    public ConfigSearchOptions Search { get; init; } = new();
     public ShortcutEvalOptions Eval { get; init; } = new();
     public PromotionGate Gate { get; init; } = new();
     public NoGoThresholds NoGo { get; init; } = new();
@@ -66,6 +68,10 @@ public sealed record ShortcutStudyReport(string OutDir, string ReportPath, bool 
     ShortcutEvalReport? Eval, ShortcutDiagnosticsResult Diagnostics, double Seconds)
 {
     public bool Accepted => NoGo.All(r => r.Pass == true && !r.Uninformative);
+    /// <summary>The configuration search's table and choice (null when the search was off).</summary>
+    public ConfigSearchResult? Search { get; init; }
+    /// <summary>The configuration the study ran with: hook point, K and predictor kind (the search's choice, or as given).</summary>
+    public SearchCandidate Configuration { get; init; } = new("", PredictorKind.Mlp, 1);
 }
 
 /// <summary>
@@ -125,16 +131,37 @@ public static class ShortcutStudy
             // Plumbing mode: the arms that learn from the teacher's verified answers learn the reference answers instead.
             trainSamples = trainSamples.Select(x => x with { TeacherAnswer = x.Problem.Answer, Verified = true }).ToList();
         }
-        using var preTrain = trainStore.Pre(verified, ScalarType.Float32);
-        using var postTrain = trainStore.Post(verified, ScalarType.Float32);
-        using var preTest = testStore.Pre(verified, ScalarType.Float32);
-        using var postTest = testStore.Post(verified, ScalarType.Float32);
-        int leaks = trainSamples.Concat(testSamples).Count(s => LeakRule.TargetPositions(s, o.K).Any(p => p >= s.FirstAnswerPosition));
+        // The configuration search (hook point × K × predictor kind), on a validation split of the training problems only.
+        // The chosen point's states are read from the same traces through the store's one path and rule.
+        string point = trainStore.Point;
+        int k = o.K;
+        var predictorConfig = o.Predictor;
+        ConfigSearchResult? search = null;
+        if (o.Search.Enabled)
+        {
+            search = ConfigSearch.Run(teacher, fmt, trainSamples, o.K, o.Predictor with { Seed = o.Seed }, o.Search,
+                Path.Combine(o.OutDir, "search"), o.BatchSize, log);
+            (point, k) = (search.Chosen.Point, search.Chosen.K);
+            predictorConfig = predictorConfig with { Kind = search.Chosen.Kind };
+            Say($"search: chose {search.Chosen} from {search.Rows.Count} candidates");
+        }
+        bool fromStore = point == trainStore.Point && k == o.K;
+        var (preTrain, postTrain) = fromStore
+            ? (trainStore.Pre(verified, ScalarType.Float32), trainStore.Post(verified, ScalarType.Float32))
+            : LatentExtraction.States(teacher, trainSamples, point, k, ScalarType.Float32, o.BatchSize, fmt);
+        var (preTest, postTest) = fromStore
+            ? (testStore.Pre(verified, ScalarType.Float32), testStore.Post(verified, ScalarType.Float32))
+            : LatentExtraction.States(teacher, testSamples, point, k, ScalarType.Float32, o.BatchSize, fmt);
+        using var _preTrain = preTrain;
+        using var _postTrain = postTrain;
+        using var _preTest = preTest;
+        using var _postTest = postTest;
+        int leaks = trainSamples.Concat(testSamples).Count(s => LeakRule.TargetPositions(s, k).Any(p => p >= s.FirstAnswerPosition));
 
         // Phase 1: the predictor, its diagnostics and the promotion gate.
-        var twins = Twins(teacher, fmt, testSamples, extraction.Point, o.Seed);
+        var twins = Twins(teacher, fmt, testSamples, point, o.Seed);
         var phase1 = PredictorPromotion.Run(new PredictorData(preTrain, postTrain, trainSamples, preTest, postTest, testSamples, twins),
-            o.Predictor with { K = o.K, Seed = o.Seed }, Path.Combine(o.OutDir, "predictor"),
+            predictorConfig with { K = k, Seed = o.Seed }, Path.Combine(o.OutDir, "predictor"),
             new DiagnosticsOptions { Gate = o.Gate, Seed = o.Seed }, log: TextWriter.Null);
         var d = phase1.Diagnostics;
         Say($"phase 1: cosine {d.MeanCosine:F3}, top-1 {d.Top1}, gate {(d.Gate.Pass ? "PASS" : "FAIL")}");
@@ -145,15 +172,18 @@ public static class ShortcutStudy
         {
             using var predictor = LatentPredictor.Load(phase1.PredictorDir);
             eval = ShortcutEvaluation.Run(teacher, fmt, predictor, trainSamples, preTrain, postTrain, testSamples, preTest, postTest,
-                o.Eval with { Point = trainStore.Point, Seed = o.Seed }, Path.Combine(o.OutDir, "eval"), log, "MLP predictor");
+                o.Eval with { Point = point, Seed = o.Seed }, Path.Combine(o.OutDir, "eval"), log, "MLP predictor");
             Say("phases 2 and 3 done");
         }
         else Say("promotion gate failed: phases 2 and 3 not run");
 
         var noGo = NoGoTable(o.NoGo, d, eval, leaks, trainSamples.Count + testSamples.Count);
         var reportPath = Path.Combine(o.OutDir, "report.md");
-        var report = new ShortcutStudyReport(Path.GetFullPath(o.OutDir), reportPath, d.Gate.Pass, noGo, eval, d, total.Elapsed.TotalSeconds);
-        WriteReport(report, o, family, difficulty, trainStore, testStore, phase1);
+        var report = new ShortcutStudyReport(Path.GetFullPath(o.OutDir), reportPath, d.Gate.Pass, noGo, eval, d, total.Elapsed.TotalSeconds)
+        {
+            Search = search, Configuration = new SearchCandidate(point, predictorConfig.Kind, k),
+        };
+        WriteReport(report, o, family, difficulty, trainStore, testStore, phase1, point, k, search);
         return report;
     }
 
@@ -239,13 +269,13 @@ public static class ShortcutStudy
     }
 
     static void WriteReport(ShortcutStudyReport r, ShortcutStudyOptions o, ITaskFamily family, int difficulty,
-        LatentStore train, LatentStore test, PromotionReport phase1)
+        LatentStore train, LatentStore test, PromotionReport phase1, string point, int k, ConfigSearchResult? search)
     {
         var sb = new StringBuilder();
         sb.AppendLine($"# Latent shortcut study: {family.Name} (difficulty {difficulty})");
         sb.AppendLine();
         sb.AppendLine($"Question: can a learned predictor amortise this model's reasoning on this task, verified, at matched compute? " +
-                      $"Model `{Path.GetFullPath(o.ModelDir)}`, states at `{train.Point}`, K = {o.K}. The study took {r.Seconds:F0} s.");
+                      $"Model `{Path.GetFullPath(o.ModelDir)}`, states at `{point}`, K = {k}{(search is null ? "" : " (chosen by the configuration search below)")}. The study took {r.Seconds:F0} s.");
         sb.AppendLine();
         sb.AppendLine($"**Verdict: {(r.Accepted ? "shortcut ACCEPTED: every no-go criterion passes" : "shortcut NOT accepted")}.** " +
                       (r.GatePassed ? "" : r.Eval is null ? "The promotion gate failed, so the injection arms were not run. "
@@ -264,6 +294,7 @@ public static class ShortcutStudy
                       $"h_pre is read at the last prompt token, h_post at the end-of-thinking marker of the teacher's own greedy trace, " +
                       $"from a forward pass cut right after the marker. Stores: `latents/train`, `latents/test`.");
         sb.AppendLine();
+        if (search is not null) sb.Append(search.ToMarkdown());
         sb.AppendLine(r.Diagnostics.ToMarkdown());
         sb.AppendLine($"Predictor run: `{Path.GetRelativePath(o.OutDir, phase1.RunDir)}` (curves.png, std_hist.png).");
         sb.AppendLine();
@@ -280,6 +311,11 @@ public static class ShortcutStudy
             ["accepted"] = r.Accepted,
             ["gate_passed"] = r.GatePassed,
             ["seconds"] = r.Seconds,
+            ["configuration"] = new JsonObject
+            {
+                ["point"] = r.Configuration.Point, ["k"] = r.Configuration.K, ["predictor"] = r.Configuration.Kind.ToString().ToLowerInvariant(),
+                ["searched"] = r.Search is not null,
+            },
             ["no_go"] = new JsonArray(r.NoGo.Select(x => (JsonNode)new JsonObject
             {
                 ["criterion"] = x.Criterion, ["evidence"] = x.Evidence, ["rule"] = x.Rule, ["status"] = x.Status,
