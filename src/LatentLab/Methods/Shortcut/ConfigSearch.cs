@@ -20,7 +20,7 @@ public sealed record ConfigSearchOptions
     /// <summary>K values to try (null: the study's K). A bottleneck teacher's K is its slot count, whatever this says.</summary>
     public int[]? Ks { get; init; }
     /// <summary>Training steps of each candidate predictor (the chosen one is then trained with the study's full budget).</summary>
-    public long Steps { get; init; } = 200;
+    public long Steps { get; init; } = 100;
     /// <summary>Share of the training problems held out to select on (the test set is never looked at).</summary>
     public double ValidationFraction { get; init; } = 0.2;
 }
