@@ -51,7 +51,7 @@ public sealed class LatentChatFormatTests(RealTokenizers tokenizers) : IDisposab
     public void Qwen3CheckpointFolderExtractsReferenceTraces()
     {
         var tok = tokenizers.Qwen3;
-        var modelDir = TinyQwen3Checkpoint.Write(Path.Combine(_dir, "qwen3-tiny"), tok, seed: 3);
+        var modelDir = TinyCheckpoint.Qwen3(Path.Combine(_dir, "qwen3-tiny"), tok, seed: 3);
         var config = TransformerConfig.FromHuggingFace(modelDir);
 
         var fmt = TraceFormat.ForModel(modelDir, Addition);

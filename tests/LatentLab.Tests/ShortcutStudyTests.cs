@@ -17,7 +17,7 @@ public sealed class ShortcutStudyTests(RealTokenizers tokenizers) : IDisposable
     [Trait("Category", "Slow")]
     public void StudyRunsEveryPhaseOnAQwen3CheckpointFolder()
     {
-        var modelDir = TinyQwen3Checkpoint.Write(Path.Combine(_dir, "qwen3-tiny"), tokenizers.Qwen3, seed: 5);
+        var modelDir = TinyCheckpoint.Qwen3(Path.Combine(_dir, "qwen3-tiny"), tokenizers.Qwen3, seed: 5);
 
         var o = new ShortcutStudyOptions
         {

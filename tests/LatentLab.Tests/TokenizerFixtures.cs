@@ -60,19 +60,30 @@ public static class ReferenceIds
     public static IEnumerable<object[]> Indexes(string model) => Enumerable.Range(0, For(model).Count).Select(i => new object[] { i });
 }
 
-/// <summary>A tiny random Qwen3 model in Hugging Face layout with the real Qwen3 tokenizer files: the HF-checkpoint path without downloads.</summary>
-public static class TinyQwen3Checkpoint
+/// <summary>A tiny random model of one architecture in Hugging Face layout with a real tokenizer's files (from
+/// Fixtures/tokenizers/{name}): the HF-checkpoint path without downloads.</summary>
+public static class TinyCheckpoint
 {
-    public static string Write(string dir, ITokenizer qwen3, long seed)
+    public static string Write(string dir, string architecture, string tokenizerName, ITokenizer tok, int? bos, int[] eos, long seed)
     {
-        var config = LatentLab.Models.TinyModels.Config("Qwen3ForCausalLM", qwen3.VocabSize) with
+        var config = LatentLab.Models.TinyModels.Config(architecture, tok.VocabSize) with
         {
-            MaxPositions = 256, PadTokenId = qwen3.PadId, BosTokenId = null, EosTokenIds = [qwen3.TokenToId("<|im_end|>")!.Value],
+            MaxPositions = 256, PadTokenId = tok.PadId, BosTokenId = bos, EosTokenIds = eos,
         };
         LatentLab.Tensors.TorchRuntime.Seed(seed);
         using (var fresh = new LatentLab.Models.DecoderLM(config)) LatentLab.Models.Checkpoints.Save(fresh, dir);
         foreach (var f in new[] { "tokenizer.json.gz", "tokenizer_config.json.gz" })
-            File.Copy(Path.Combine(RealTokenizers.Dir, "qwen3", f), Path.Combine(dir, f));
+            File.Copy(Path.Combine(RealTokenizers.Dir, tokenizerName, f), Path.Combine(dir, f));
         return dir;
     }
+
+    static int Id(ITokenizer tok, string token) => tok.TokenToId(token) ?? throw new ArgumentException($"the tokenizer has no {token}");
+
+    /// <summary>Qwen3 with the real Qwen3 tokenizer (no bos; a turn ends at &lt;|im_end|&gt;).</summary>
+    public static string Qwen3(string dir, ITokenizer qwen3, long seed) =>
+        Write(dir, "Qwen3ForCausalLM", "qwen3", qwen3, bos: null, eos: [Id(qwen3, "<|im_end|>")], seed);
+
+    /// <summary>Gemma 3 (text) with the real Gemma 3 tokenizer (262k ids, so the embedding dominates the size: about 34 MB).</summary>
+    public static string Gemma3(string dir, ITokenizer gemma3, long seed) =>
+        Write(dir, "Gemma3ForCausalLM", "gemma3", gemma3, bos: gemma3.BosId, eos: [Id(gemma3, "<end_of_turn>")], seed);
 }

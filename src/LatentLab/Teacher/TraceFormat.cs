@@ -185,12 +185,10 @@ public sealed class TraceFormat
         ArgumentNullException.ThrowIfNull(traceIds);
         if (promptLength < 1 || promptLength > traceIds.Count)
             throw new ArgumentOutOfRangeException(nameof(promptLength), $"prompt length {promptLength} is outside the trace (length {traceIds.Count})");
-        int start = Chat.FindThinkEnd(traceIds, Tokenizer, promptLength);
-        if (start < 0) return null;
+        if (ThinkEndSpan(traceIds, promptLength) is not { } span) return null;
+        var (start, end) = span;
 
         string Text(int from, int toInclusive) => Tokenizer.Decode(traceIds.Skip(from).Take(toInclusive - from + 1));
-        int end = start;
-        while (!Text(start, end).Contains(Chat.ThinkEnd, StringComparison.Ordinal)) end++;
 
         int firstAnswer = traceIds.Count;
         for (int j = end; j < traceIds.Count; j++)
@@ -204,6 +202,21 @@ public sealed class TraceFormat
         // A bottleneck trace's targets are its slots: post is the last slot, before the marker that reads them.
         if (SlotId is int slot && start - 1 > pre && traceIds[start - 1] == slot) post = start - 1;
         return post > pre ? new TracePositions(pre, post, firstAnswer) : null;
+    }
+
+    /// <summary>
+    /// The tokens of the first end-of-thinking marker after the prompt: from the token where its text begins
+    /// (<see cref="ChatFormat.FindThinkEnd"/>) to the token that completes it, both inclusive; null when the thinking
+    /// block is never closed after the prompt. A multi-token marker's tokens may carry neighbouring text too.
+    /// </summary>
+    public (int Start, int End)? ThinkEndSpan(IReadOnlyList<int> traceIds, int promptLength)
+    {
+        ArgumentNullException.ThrowIfNull(traceIds);
+        int start = Chat.FindThinkEnd(traceIds, Tokenizer, promptLength);
+        if (start < 0) return null;
+        int end = start;
+        while (!Tokenizer.Decode(traceIds.Skip(start).Take(end - start + 1)).Contains(Chat.ThinkEnd, StringComparison.Ordinal)) end++;
+        return (start, end);
     }
 
     /// <summary>A generation budget for a thinking trace of <paramref name="p"/>: its reference continuation plus slack,

@@ -19,15 +19,48 @@ public static class ArmsCommon
     public static int MaxAnswerTokens(TraceFormat fmt, IEnumerable<TaskProblem> problems) =>
         problems.Max(p => fmt.Tokenizer.Encode(p.Answer).Length) + 4;
 
-    public static int ThinkEndId(TraceFormat fmt) =>
-        fmt.Tokenizer.TokenToId(fmt.Chat.ThinkEnd) is int id && fmt.Tokenizer.Encode(fmt.Chat.ThinkEnd) is [var only] && only == id
-            ? id
-            : throw new NotSupportedException($"the end-of-thinking marker '{fmt.Chat.ThinkEnd}' is not a single token of this tokenizer; the injection arms need one");
+    /// <summary>
+    /// The end-of-thinking marker's token ids as <paramref name="p"/>'s reference trace encodes them: in context, since
+    /// a BPE tokenizer may cut the marker text differently inside a trace than alone (Gemma's "&lt;/think&gt;" is three
+    /// tokens); one id where the marker is a single token. The last id is the token where the trace's h_post is read
+    /// (<see cref="TraceFormat.Locate"/>), so an arm that puts these ids after the prompt acts where the states were
+    /// read. A marker token may carry template whitespace but no thought or answer text.
+    /// </summary>
+    public static int[] ThinkEndIds(TraceFormat fmt, TaskProblem p)
+    {
+        var (ids, promptLength) = fmt.Sequence(p, thinking: true);
+        var (start, end) = fmt.ThinkEndSpan(ids, promptLength)
+            ?? throw new InvalidOperationException($"{fmt}: the reference trace of '{p.Prompt}' never closes its thinking block");
+        var marker = ids[start..(end + 1)];
+        var text = fmt.Tokenizer.Decode(marker);
+        if (text.Trim() != fmt.Chat.ThinkEnd)
+            throw new NotSupportedException($"{fmt}: in the reference trace of '{p.Prompt}' the tokens of the end-of-thinking marker "
+                + $"'{fmt.Chat.ThinkEnd}' also hold other text ('{text}'); the injection arms need tokens that hold the marker alone");
+        return marker;
+    }
 
-    /// <summary>Prompt (thinking mode, ending in the opening marker) followed by the closing marker: thinking skipped.</summary>
+    /// <summary>The marker ids every problem's reference trace shares (an arm that splices a batch needs one marker);
+    /// an error when two problems' traces tokenise it differently.</summary>
+    public static int[] ThinkEndIds(TraceFormat fmt, IEnumerable<TaskProblem> problems)
+    {
+        int[]? marker = null;
+        TaskProblem? first = null;
+        foreach (var p in problems)
+        {
+            var m = ThinkEndIds(fmt, p);
+            if (marker is null) (marker, first) = (m, p);
+            else if (!m.SequenceEqual(marker))
+                throw new NotSupportedException($"{fmt}: the reference traces of '{first!.Prompt}' and '{p.Prompt}' tokenise the end-of-thinking marker "
+                    + $"differently ([{string.Join(", ", marker)}] vs [{string.Join(", ", m)}]); the soft-token arm needs one marker");
+        }
+        return marker ?? throw new ArgumentException("no problems to read the end-of-thinking marker from", nameof(problems));
+    }
+
+    /// <summary>Prompt (thinking mode) followed by the closing marker's tokens: thinking skipped. The last token is the
+    /// marker's last, where h_post is read.</summary>
     /// <remarks>A bottleneck teacher gets its slot tokens before the marker: the states there are what the arms replace.</remarks>
     public static int[] ShortcutPrompt(TraceFormat fmt, TaskProblem p) =>
-        fmt.Slots > 0 ? [.. fmt.PromptIds(p, true), .. fmt.SlotsAndEnd()] : fmt.PromptIds(p, true).Append(ThinkEndId(fmt)).ToArray();
+        fmt.Slots > 0 ? [.. fmt.PromptIds(p, true), .. fmt.SlotsAndEnd()] : [.. fmt.PromptIds(p, true), .. ThinkEndIds(fmt, p)];
 
     /// <summary>Teacher-forced answer tokens (answer text + end of turn) after a shortcut prompt.</summary>
     public static int[] AnswerIds(TraceFormat fmt, string answer) =>

@@ -11,8 +11,9 @@ namespace LatentLab.Methods.Shortcut;
 /// <summary>
 /// Arm 6: a LoRA student (a copy of the teacher with adapters on every projection) trained on prompt ++ &lt;/think&gt;
 /// with loss = CE(answer) + λ·‖h − h_post‖² / mean(h_post²), where h is the student's state at the hook point at the
-/// marker and h_post the teacher's state there after real thinking (relative MSE, so λ does not depend on the
-/// layer's norm). Adapters are merged after training; at test time it answers from prompt ++ &lt;/think&gt; alone.
+/// marker (its last token where the marker is several) and h_post the teacher's state there after real thinking
+/// (relative MSE, so λ does not depend on the layer's norm). Adapters are merged after training; at test time it
+/// answers from prompt ++ &lt;/think&gt; alone.
 /// </summary>
 public static class LoraStudent
 {
@@ -31,7 +32,7 @@ public static class LoraStudent
             var rows = examples.Draw(budget, step);
             var (ids, targets, mask, lossTokens) = examples.Batch(fmt, rows);
             var dev = student.Device;
-            // The marker, or on a bottleneck teacher the last slot (where the last post state is read).
+            // The marker's last token, or on a bottleneck teacher the last slot (where the last post state is read).
             int pos = examples.Sequences[rows[0]].PromptLength - 1 - (fmt.Slots > 0 ? 1 : 0);
             var hooks = new HookSet(new[] { HookSpec.Capture(point, Positions.At(pos)) with { Detach = false } });
             using var output = student.Forward(ids.to(dev), attentionMask: mask.to(dev), hooks: hooks);

@@ -9,7 +9,8 @@ namespace LatentLab.Methods.Shortcut;
 
 /// <summary>
 /// Arm 5: predicted residual delta. Input = prompt ++ &lt;/think&gt; (thinking skipped); at the hook point, at the
-/// marker's position, h ← h + α·(ĥ − h) during the prefill, then greedy decoding by the unchanged teacher.
+/// marker's position (its last token where the marker is several, where h_post is read), h ← h + α·(ĥ − h) during
+/// the prefill, then greedy decoding by the unchanged teacher. Token-steps = the whole shortcut prompt + sampled.
 /// α = 1 replaces the state by the prediction; the sweep over α shows whether a result needs a fragile scale.
 /// With K &gt; 1 predicted slots the last one (the marker's own state) is used.
 /// </summary>
@@ -30,7 +31,7 @@ public static class ResidualDeltaInjection
         {
             using var scope = NewDisposeScope();
             var dev = teacher.Device;
-            // The marker's position, or on a bottleneck teacher its k slots (all of them replaced).
+            // The marker's (last) token, or on a bottleneck teacher its k slots (all of them replaced).
             int len = prompts[idx[0]].Length, pos = len - 1, k = fmt.Slots > 0 ? fmt.Slots : 1;
             if (fmt.Slots > 0) pos = len - 1 - k;
             var span = fmt.Slots > 0 ? Positions.Span(pos, pos + k) : Positions.At(pos);

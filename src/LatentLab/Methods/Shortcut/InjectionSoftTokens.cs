@@ -35,7 +35,8 @@ public sealed class SoftTokenProjection : nn.Module<Tensor, Tensor>
 }
 
 /// <summary>
-/// Arm 4: predicted soft latent tokens. Input = prompt embeddings ++ scale·proj(ĥ) (K slots) ++ embed(&lt;/think&gt;),
+/// Arm 4: predicted soft latent tokens. Input = prompt embeddings ++ scale·proj(ĥ) (K slots) ++ embed(&lt;/think&gt;)
+/// (every token of the marker where it is several, as the reference traces tokenise it),
 /// then greedy decoding of the answer by the frozen teacher. Only the projection is trained, with answer
 /// cross-entropy through the frozen teacher on the training problems' states: the predicted ones for the arm, the
 /// true h_post for its oracle. On a bottleneck teacher the soft tokens take the place of the slot tokens (the
@@ -47,7 +48,8 @@ public static class SoftTokenInjection
     public static SoftTokenProjection Train(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<TraceSample> train, Tensor statesTrain,
         ArmTraining budget, string outDir, TextWriter? log = null)
     {
-        var examples = ArmExamples.Of("soft tokens", fmt, train, p => fmt.PromptIds(p, true).Append(ArmsCommon.ThinkEndId(fmt)).ToArray());
+        var marker = ArmsCommon.ThinkEndIds(fmt, train.Select(s => s.Problem));
+        var examples = ArmExamples.Of("soft tokens", fmt, train, p => [.. fmt.PromptIds(p, true), .. marker]);
         var proj = new SoftTokenProjection(teacher.Config.HiddenSize);
         proj.to(teacher.Device);
         var restore = ArmsCommon.Freeze(teacher);
@@ -58,7 +60,7 @@ public static class SoftTokenInjection
                 var rows = examples.Draw(budget, step);
                 var (ids, targets, mask, lossTokens) = examples.Batch(fmt, rows);
                 var hat = ArmsCommon.Rows(statesTrain, examples.SampleIndices(rows)).to(teacher.Device);
-                int p = examples.Sequences[rows[0]].PromptLength - 1; // prompt length without the closing marker
+                int p = examples.Sequences[rows[0]].PromptLength - marker.Length; // prompt length without the closing marker
                 var (emb, tgt, m) = Splice(teacher, ids.to(teacher.Device), targets.to(teacher.Device), mask.to(teacher.Device), proj.forward(hat), p);
                 using var output = teacher.Forward(inputEmbeds: emb, attentionMask: m);
                 var loss = nn.functional.cross_entropy(output.Logits!.view(-1, teacher.Config.VocabSize), tgt.view(-1), ignore_index: -100);
@@ -83,7 +85,7 @@ public static class SoftTokenInjection
         return (emb, tgt, m);
     }
 
-    /// <summary>Greedy answers with the soft tokens scaled by <paramref name="scale"/>; token-steps = prompt + K + 1 + sampled.</summary>
+    /// <summary>Greedy answers with the soft tokens scaled by <paramref name="scale"/>; token-steps = prompt + K + marker tokens + sampled.</summary>
     public static ArmAnswers Answer(DecoderLM teacher, TraceFormat fmt, SoftTokenProjection proj, IReadOnlyList<TaskProblem> problems,
         Tensor hat, double scale = 1.0, int batchSize = 128)
     {
@@ -94,22 +96,23 @@ public static class SoftTokenInjection
         var steps = new double[problems.Count];
         int maxNew = ArmsCommon.MaxAnswerTokens(fmt, problems);
         long k = hat.shape[1];
+        var marker = ArmsCommon.ThinkEndIds(fmt, problems);
         using var _ = no_grad();
         foreach (var idx in ArmsCommon.LengthBatches(prompts, batchSize))
         {
             using var scope = NewDisposeScope();
             var dev = teacher.Device;
-            var ids = tensor(idx.SelectMany(i => prompts[i].Append(ArmsCommon.ThinkEndId(fmt)).Select(x => (long)x)).ToArray())
+            var ids = tensor(idx.SelectMany(i => prompts[i].Concat(marker).Select(x => (long)x)).ToArray())
                 .view(idx.Length, -1).to(dev);
             int p = prompts[idx[0]].Length;
             var e = teacher.Embed(ids);
             var soft = proj.forward(ArmsCommon.Rows(hat, idx).to(dev)) * scale;
-            var emb = cat(new[] { e.narrow(1, 0, p), soft.to(e.dtype), e.narrow(1, p, 1) }, 1);
+            var emb = cat(new[] { e.narrow(1, 0, p), soft.to(e.dtype), e.narrow(1, p, marker.Length) }, 1);
             using var r = gen.GenerateFromEmbeddings(emb, null, new GenerationConfig(MaxNewTokens: maxNew, StopTokens: new[] { eos }));
             for (int j = 0; j < idx.Length; j++)
             {
                 generated[idx[j]] = r.Tokens[j];
-                steps[idx[j]] = p + k + 1 + r.Sampled[j];
+                steps[idx[j]] = p + k + marker.Length + r.Sampled[j];
             }
         }
         return ArmsCommon.Grade(fmt, problems, generated, steps);

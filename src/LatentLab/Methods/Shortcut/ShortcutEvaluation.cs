@@ -49,7 +49,7 @@ public static class ShortcutEvaluation
         var hatTrain = ArmsCommon.PredictAll(predictor, preTrain);
         var hatTest = ArmsCommon.PredictAll(predictor, preTest);
         var budget = (double lr) => new ArmTraining(o.TrainSteps, o.TrainBatch, lr, o.Seed);
-        int shortcutSeq = train[0].PromptIds.Length + 1 + (train[0].Problem.Answer.Length + 1);
+        int shortcutSeq = train[0].PromptIds.Length + ArmsCommon.ThinkEndIds(fmt, train[0].Problem).Length + (train[0].Problem.Answer.Length + 1);
 
         var arms = new List<Arm>();
         var sw = new Stopwatch();
