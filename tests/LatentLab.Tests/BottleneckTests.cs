@@ -291,5 +291,8 @@ public sealed class BottleneckTests
         Assert.Equal("FAIL", high.Single(r => r.Criterion.StartsWith("latent interventions")).Status);
         Assert.Equal("PASS", high.Single(r => r.Criterion.StartsWith("no fragile")).Status);
         Assert.Contains("ceiling (kv-prefix oracle) 100.0", high[0].Evidence);
+        // A sweep whose best point (1 of 100) stays inside its floor's interval (0 of 100: up to 3.7%) says nothing either.
+        var atFloor = ShortcutStudy.NoGoTable(new NoGoThresholds(), diag, report with { NoGo = Numbers(P(100, 100), 0.01) with { Floor = P(0, 100) } }, 0, 10);
+        Assert.Equal("UNINFORMATIVE", atFloor.Single(r => r.Criterion.StartsWith("no fragile")).Status);
     }
 }

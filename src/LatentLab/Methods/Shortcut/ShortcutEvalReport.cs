@@ -60,6 +60,8 @@ public sealed record NoGoNumbers(
     public string? CeilingArm { get; init; }
     /// <summary>The primary arm's best accuracy over its scale sweep (0: the sweep is flat at zero and says nothing).</summary>
     public double BestScaleAccuracy { get; init; } = double.NaN;
+    /// <summary>The primary arm's floor (its mean-latent control): a sweep whose best point does not rise above it says nothing.</summary>
+    public Proportion? Floor { get; init; }
 }
 
 /// <summary>

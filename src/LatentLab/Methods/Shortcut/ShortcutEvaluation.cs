@@ -105,7 +105,8 @@ public static class ShortcutEvaluation
         var deltaSweep = ResidualDeltaInjection.Answer(teacher, fmt, o.Point, problems, hatTest, o.Alphas, o.EvalBatch);
         int one = Array.IndexOf(o.Alphas, 1.0);
         var delta = one >= 0 ? deltaSweep[one] : ResidualDeltaInjection.Answer(teacher, fmt, o.Point, problems, hatTest, new[] { 1.0 }, o.EvalBatch)[0];
-        arms.Add(Result(ResidualDelta, ArmRole.Method, $"prompt ++ </think>, h ← h + α(ĥ − h) at {o.Point}, marker position", delta, predictorFlops, 0,
+        arms.Add(Result(ResidualDelta, ArmRole.Method, kv ? $"prompt ++ {k} slots ++ </think>, h ← h + α(ĥ − h) at {o.Point}, slot positions"
+            : $"prompt ++ </think>, h ← h + α(ĥ − h) at {o.Point}, marker position", delta, predictorFlops, 0,
             "no training; α = 1 (replace)"));
         Say($"residual delta {delta.Accuracy}");
 
@@ -281,6 +282,7 @@ public static class ShortcutEvaluation
             Ceiling = controls[primary].Oracle.Accuracy,
             CeilingArm = primary + Oracle,
             BestScaleAccuracy = primarySweep.Points.Max(p => p.Accuracy.Value),
+            Floor = controls[primary].Mean.Accuracy,
         };
 
         foreach (var l in new[] { latOrig, latCf, latNu }) { l.Pre.Dispose(); l.Hat.Dispose(); }

@@ -258,8 +258,11 @@ public static class ShortcutStudy
                 $"≥ {P(t.MinInterventionSuccess)}", n.InterventionSuccess.Value >= t.MinInterventionSuccess,
                 ceil is { } c4 && c4.Value < t.MinInterventionSuccess));
         rows.Add(n is null ? Needs("no fragile injection scale", $"≤ {P(t.MaxScaleFragility)}")
-            : new("no fragile injection scale", $"best scale minus its neighbours' mean accuracy: {P(n.ScaleFragility)}; best scale's accuracy {P(n.BestScaleAccuracy)}",
-                $"≤ {P(t.MaxScaleFragility)}", n.ScaleFragility <= t.MaxScaleFragility, n.BestScaleAccuracy == 0));
+            : new("no fragile injection scale", $"best scale minus its neighbours' mean accuracy: {P(n.ScaleFragility)}; best scale's accuracy {P(n.BestScaleAccuracy)}" +
+                    (n.Floor is { } f ? $"; floor ({n.ShortcutArm} mean) {f}" : ""),
+                $"≤ {P(t.MaxScaleFragility)}", n.ScaleFragility <= t.MaxScaleFragility,
+                // A sweep that never rises above the arm's floor (its 95% upper bound) is flat because nothing works.
+                n.BestScaleAccuracy == 0 || (n.Floor is { } fl && n.BestScaleAccuracy <= fl.High)));
         var predProbes = d.Probes.Where(p => p.Source.Contains("pred", StringComparison.OrdinalIgnoreCase)).ToList();
         var best = predProbes.MaxBy(p => p.Lift);
         rows.Add(new("the latent artefact is inspectable",
