@@ -84,9 +84,10 @@ public static class RJepaCommands
         return cmd;
     }
 
-    sealed class WorldOptions
+    /// <param name="steps">The command's own default: the library's for `rjepa train`, the study's for `rjepa study`.</param>
+    sealed class WorldOptions(long steps)
     {
-        public readonly Option<long> Steps = new("--train-steps") { Description = "world-model updates", DefaultValueFactory = _ => 300 };
+        public readonly Option<long> Steps = new("--train-steps") { Description = "world-model updates", DefaultValueFactory = _ => steps };
         public readonly Option<int> Width = new("--width") { DefaultValueFactory = _ => 128 };
         public readonly Option<int> Layers = new("--layers") { DefaultValueFactory = _ => 2 };
         public readonly Option<string> Loss = new("--loss") { Description = "l1 | smooth_l1 | cosine", DefaultValueFactory = _ => "l1" };
@@ -109,7 +110,7 @@ public static class RJepaCommands
 
     static Command Train()
     {
-        var w = new WorldOptions();
+        var w = new WorldOptions(new WorldTrainOptions().Steps);
         var train = new Option<string>("--train") { Description = "step store to learn from", Required = true };
         var val = new Option<string?>("--val") { Description = "step store for the held-out loss on right vs wrong traces" };
         var seed = SeedOpt();
@@ -261,7 +262,7 @@ public static class RJepaCommands
         var lambdas = new Option<string>("--lambdas") { DefaultValueFactory = _ => string.Join(",", d.Lambdas.Select(x => x.ToString(CultureInfo.InvariantCulture))) };
         var ms = new Option<string>("--candidates") { DefaultValueFactory = _ => string.Join(",", d.CandidateCounts) };
         var compute = CliSupport.ComputeOption();
-        var w = new WorldOptions();
+        var w = new WorldOptions(d.World.Steps);
         var output = new Option<string>("--out") { DefaultValueFactory = _ => d.OutDir };
         var cmd = new Command("study", "The whole protocol: sampled step stores, world model, score AUROCs, RERANK arms, NUDGE over λ and m; writes report.md, results.json and plots")
             { model, task, diff, point, seed, teacherSteps, samples, temp, trainN, valN, testN, nudgeN, lambdas, ms, compute, output };

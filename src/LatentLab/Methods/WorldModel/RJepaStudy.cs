@@ -32,7 +32,7 @@ public sealed record RJepaStudyOptions
     public int ValProblems { get; init; } = 100;
     public int TestProblems { get; init; } = 150;
     public TraceMode Trace { get; init; } = TraceMode.Own;
-    public WorldTrainOptions World { get; init; } = new() { Steps = 200 };
+    public WorldTrainOptions World { get; init; } = new() { Steps = 300 };
     /// <summary>NUDGE residual-steering strengths (0 = none) and candidate counts, on the first <see cref="NudgeProblems"/> test problems.</summary>
     public IReadOnlyList<double> Lambdas { get; init; } = [0, 0.1, 0.25, 0.5];
     public IReadOnlyList<int> CandidateCounts { get; init; } = [4];
