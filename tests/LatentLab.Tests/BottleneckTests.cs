@@ -204,6 +204,42 @@ public sealed class BottleneckTests
     }
 
     [Fact]
+    public void PromptReadingKvPredictorIgnoresPaddingStartsAtTheMeanAndLearnsThroughTheCache()
+    {
+        var (model, fmt) = Teacher(19);
+        using var _ = model;
+        var problems = LatentTestKit.Problems(16, digits: 2, seed: 9);
+        using var set = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, problems, LatentTestKit.Reference(k: Slots) with { MaxNewTokens = 8 });
+        var slots = KvPrefixInjection.SlotCache(model, fmt, set.Samples);
+        var oracle = KvPrefixInjection.Answer(model, fmt, problems, slots);
+        var train = set.Samples.Select((x, i) => x with { TeacherAnswer = oracle.Answers[i] ?? x.Problem.Answer, Verified = true }).ToList();
+        using var input = KvInput.Prompts(model, set.Samples.Select(x => x.PromptIds).ToList(), "blocks.0.resid_post");
+        Assert.Equal(set.Samples.Select(x => (long)x.PromptIds.Length), input.Mask!.sum(1).data<long>().ToArray());
+        // The states at real positions are the model's own (the last one is h_pre at that point).
+        using var pre = ShortcutStudy.PromptStates(model, set.Samples.Select(x => x.PromptIds).ToList(), "blocks.0.resid_post");
+        for (int i = 0; i < problems.Count; i++)
+            Assert.True(input.States[i, set.Samples[i].PromptIds.Length - 1].allclose(pre[i], rtol: 1e-4, atol: 1e-5));
+
+        var dir = Path.Combine(Path.GetTempPath(), "latentlab-kvp-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            using var q = KvPrefixTraining.Train(model, fmt, train, input, slots, new ArmTraining(20, 8, 3e-3, 1), 0, Path.Combine(dir, "ce"), hidden: 16);
+            Assert.True(q.ReadsPrompt);
+            Assert.True(q.named_parameters().Single(p => p.name == "output.weight").parameter.abs().max().item<float>() > 0);
+            // Padding is invisible: two more masked positions of noise change nothing.
+            using var padded = new KvInput(cat(new[] { input.States, randn(problems.Count, 2, 32) * 10 }, 1),
+                cat(new[] { input.Mask!, zeros(problems.Count, 2, dtype: ScalarType.Int64) }, 1));
+            var a = q.Predict(input);
+            var b = q.Predict(padded);
+            for (int l = 0; l < a.Count; l++) Assert.True(a[l].Keys.allclose(b[l].Keys, rtol: 1e-4, atol: 1e-5));
+            foreach (var (x, y) in a.Concat(b)) { x.Dispose(); y.Dispose(); }
+            Assert.Throws<InvalidOperationException>(() => q.Predict(set.Pre));
+        }
+        finally { if (Directory.Exists(dir)) Directory.Delete(dir, true); }
+        foreach (var (k, v) in slots) { k.Dispose(); v.Dispose(); }
+    }
+
+    [Fact]
     [Trait("Category", "Slow")]
     public void EvaluationOnABottleneckTeacherRunsThePredictedKvPrefixArmBetweenItsControls()
     {
@@ -225,7 +261,7 @@ public sealed class BottleneckTests
         try
         {
             var r = ShortcutEvaluation.Run(model, fmt, oracle, train, tr.Pre, tr.Post, test, te.Pre, te.Post, o, dir);
-            foreach (var arm in new[] { "kv-prefix", "kv-prefix oracle", "kv-prefix mean", "soft-tokens oracle", "soft-tokens mean" })
+            foreach (var arm in new[] { "kv-prefix", "kv-prefix-prompt", "kv-prefix oracle", "kv-prefix mean", "soft-tokens oracle", "soft-tokens mean" })
                 Assert.Equal(12, r.Arm(arm).Accuracy!.Value.Trials);
             Assert.Equal("kv-prefix oracle", r.Study.Ceiling!.Name);
             Assert.Equal("kv-prefix mean", r.Study.Floor!.Name);
@@ -237,6 +273,8 @@ public sealed class BottleneckTests
             Assert.True(r.Arm("kv-prefix").TokenSteps < r.Arm("thinking").TokenSteps);
             Assert.Equal(5, r.Sweeps.Single(x => x.Arm == "kv-prefix").Points.Count);
             Assert.Contains(r.Interventions, i => i.Arm == "kv-prefix");
+            Assert.Contains(r.Interventions, i => i.Arm == "kv-prefix-prompt");
+            Assert.Equal(5, r.Sweeps.Single(x => x.Arm == "kv-prefix-prompt").Points.Count);
             Assert.Contains(r.Edits, e => e.Arm == "kv-prefix");
             Assert.InRange(r.Separability.HeldOutAccuracy, 0, 1);
         }

@@ -17,7 +17,7 @@ namespace LatentLab.Methods.Shortcut;
 public static class ShortcutEvaluation
 {
     public const string Thinking = "thinking", Direct = "direct", Distillation = "distillation", SoftTokens = "soft-tokens",
-        ResidualDelta = "residual-delta", LoraArm = "lora-student", KvPrefix = "kv-prefix";
+        ResidualDelta = "residual-delta", LoraArm = "lora-student", KvPrefix = "kv-prefix", KvPrefixPrompt = "kv-prefix-prompt";
     /// <summary>Suffixes of an arm's controls: the true latent injected (its ceiling) and the mean training latent (its floor).</summary>
     public const string Oracle = " oracle", Mean = " mean";
 
@@ -135,9 +135,12 @@ public static class ShortcutEvaluation
             [SoftTokens] = (softOracle, softMean), [ResidualDelta] = (deltaOracle, deltaMean),
         };
         var predicted = new Dictionary<string, ArmAnswers> { [SoftTokens] = soft, [ResidualDelta] = delta };
-        KvPrefixPredictor? kvPredictor = null;
-        Tensor? kvTestFlat = null, kvPredFlat = null;
-        var kvSweep = new List<SweepPoint>();
+        // The predicted KV-prefix arms: from h_pre alone (the seed's q(h_pre)), and from the prompt's states at every
+        // position (the whole state before thinking). Both share the oracle and mean controls.
+        var kvPredictors = new Dictionary<string, KvPrefixPredictor>();
+        var kvPredFlat = new Dictionary<string, Tensor>();
+        var kvSweeps = new Dictionary<string, List<SweepPoint>>();
+        Tensor? kvTestFlat = null;
         if (kv)
         {
             sw.Restart();
@@ -152,46 +155,61 @@ public static class ShortcutEvaluation
             arms.Add(Result(KvPrefix + Mean, ArmRole.Reference, "prompt ++ the mean training slot cache ++ </think>", kvMean, 0, 0,
                 "the KV-prefix arm's floor: a prefix that ignores the problem"));
             Say($"kv-prefix oracle {kvOracle.Accuracy}, mean {kvMean.Accuracy}");
-
-            sw.Restart();
-            kvPredictor = KvPrefixTraining.Train(teacher, fmt, train, preTrain, slotTrain, budget(o.KvLearningRate), o.KvLambda,
-                Path.Combine(outDir, "train-kv-prefix"), log);
-            var slotPred = kvPredictor.Predict(preTest);
-            var kvAnswers = KvPrefixInjection.Answer(teacher, fmt, problems, slotPred, o.EvalBatch);
-            double kvPredictorFlops = ArmsCommon.ModuleFlops(kvPredictor);
-            arms.Add(Result(KvPrefix, ArmRole.Method, $"prompt ++ q(h_pre)'s keys/values for the {k} slots at every layer ++ </think>", kvAnswers,
-                kvPredictorFlops, budget(o.KvLearningRate).Flops(c, shortcutSeq + k),
-                $"KV predictor (MLP on h_pre) trained {o.TrainSteps} steps × {o.TrainBatch}: answer CE through the frozen teacher + {o.KvLambda}·MSE to the true slot cache"));
-            Say($"kv-prefix (predicted) {kvAnswers.Accuracy}");
-            // Its scale sweep: the prediction's departure from the mean cache, scaled (1 = the prediction, 0 = the floor).
-            foreach (var scale in o.SoftScales)
-            {
-                if (scale == 1.0) { kvSweep.Add(new SweepPoint(scale, kvAnswers.Accuracy)); continue; }
-                var blend = KvPrefixInjection.Blend(meanSlots, slotPred, scale);
-                kvSweep.Add(new SweepPoint(scale, KvPrefixInjection.Answer(teacher, fmt, problems, blend, o.EvalBatch).Accuracy));
-                foreach (var (x, y) in blend) { x.Dispose(); y.Dispose(); }
-            }
-            controls[KvPrefix] = (kvOracle, kvMean);
-            predicted[KvPrefix] = kvAnswers;
             kvTestFlat = KvPrefixPredictor.Flatten(slotTest);
-            kvPredFlat = KvPrefixPredictor.Flatten(slotPred);
-            foreach (var (x, y) in slotTest.Concat(slotTrain).Concat(slotPred).Concat(meanSlots)) { x.Dispose(); y.Dispose(); }
+
+            using var promptTrain = KvInput.Prompts(teacher, train.Select(x => x.PromptIds).ToList(), o.Point, o.EvalBatch);
+            using var promptTest = KvInput.Prompts(teacher, test.Select(x => x.PromptIds).ToList(), o.Point, o.EvalBatch);
+            foreach (var (arm, input, testInput, what) in new[]
+                     {
+                         (KvPrefix, new KvInput(preTrain, null), new KvInput(preTest, null), "q(h_pre)"),
+                         (KvPrefixPrompt, promptTrain, promptTest, "q(prompt states)"),
+                     })
+            {
+                sw.Restart();
+                var q = KvPrefixTraining.Train(teacher, fmt, train, input, slotTrain, budget(o.KvLearningRate), o.KvLambda,
+                    Path.Combine(outDir, "train-" + arm), log);
+                kvPredictors[arm] = q;
+                var slotPred = q.Predict(testInput);
+                var answers = KvPrefixInjection.Answer(teacher, fmt, problems, slotPred, o.EvalBatch);
+                arms.Add(Result(arm, ArmRole.Method, $"prompt ++ {what}'s keys/values for the {k} slots at every layer ++ </think>", answers,
+                    ArmsCommon.ModuleFlops(q), budget(o.KvLearningRate).Flops(c, shortcutSeq + k),
+                    $"KV predictor ({(input.IsPrompt ? "slot queries attending over the prompt's states" : "MLP on h_pre")}) trained {o.TrainSteps} steps × {o.TrainBatch}: " +
+                    $"answer CE through the frozen teacher + {o.KvLambda}·MSE to the true slot cache"));
+                Say($"{arm} (predicted) {answers.Accuracy}");
+                // Its scale sweep: the prediction's departure from the mean cache, scaled (1 = the prediction, 0 = the floor).
+                var points = new List<SweepPoint>();
+                foreach (var scale in o.SoftScales)
+                {
+                    if (scale == 1.0) { points.Add(new SweepPoint(scale, answers.Accuracy)); continue; }
+                    var blend = KvPrefixInjection.Blend(meanSlots, slotPred, scale);
+                    points.Add(new SweepPoint(scale, KvPrefixInjection.Answer(teacher, fmt, problems, blend, o.EvalBatch).Accuracy));
+                    foreach (var (x, y) in blend) { x.Dispose(); y.Dispose(); }
+                }
+                kvSweeps[arm] = points;
+                controls[arm] = (kvOracle, kvMean);
+                predicted[arm] = answers;
+                kvPredFlat[arm] = KvPrefixPredictor.Flatten(slotPred);
+                foreach (var (x, y) in slotPred) { x.Dispose(); y.Dispose(); }
+            }
+            foreach (var (x, y) in slotTest.Concat(slotTrain).Concat(meanSlots)) { x.Dispose(); y.Dispose(); }
         }
-        else arms.Add(Arm.NotRun(KvPrefix, "predicted KV prefix", ArmRole.Method, "needs a teacher trained on bottleneck traces (teacher train --bottleneck k)"));
+        else
+            foreach (var arm in new[] { KvPrefix, KvPrefixPrompt })
+                arms.Add(Arm.NotRun(arm, "predicted KV prefix", ArmRole.Method, "needs a teacher trained on bottleneck traces (teacher train --bottleneck k)"));
 
         var sweeps = new List<ScaleSweep>
         {
             new(ResidualDelta, "alpha", o.Alphas.Select((a, i) => new SweepPoint(a, deltaSweep[i].Accuracy)).ToList()),
             new(SoftTokens, "scale", softSweep.Select(x => new SweepPoint(x.s, x.Item2.Accuracy)).ToList()),
         };
-        if (kvSweep.Count > 0) sweeps.Add(new(KvPrefix, "scale of (prediction − mean cache)", kvSweep));
+        foreach (var (arm, points) in kvSweeps) sweeps.Add(new(arm, "scale of (prediction − mean cache)", points));
 
         // ---- Phase 3 ----
         var family = fmt.Family;
         int n3 = Math.Min(o.Phase3Problems, problems.Count);
         var idx3 = Enumerable.Range(0, n3).ToList();
         var orig = idx3.Select(i => problems[i]).ToList();
-        var latOrig = new ArmLatents(ArmsCommon.Rows(preTest, idx3), ArmsCommon.Rows(hatTest, idx3));
+        var latOrig = new ArmLatents(ArmsCommon.Rows(preTest, idx3), ArmsCommon.Rows(hatTest, idx3), orig);
         var cfs = orig.Select((p, i) => family.Edit(p, EditKind.Counterfactual, o.Seed * 1_000_003 + i)).ToList();
         var nus = orig.Select((p, i) => family.Edit(p, EditKind.Nuisance, o.Seed * 1_000_003 + i)).ToList();
         // States of new problems (twins, longer ones) come through the latent store's one path and rule: h_pre at the
@@ -205,7 +223,7 @@ public static class ShortcutEvaluation
                     new ExtractionOptions { Point = o.Point, K = k, BatchSize = o.EvalBatch });
                 if (set.Samples.Count > 0) oracle.Register(set.Pre, set.Post);
             }
-            return new ArmLatents(pre, ArmsCommon.PredictAll(predictor, pre));
+            return new ArmLatents(pre, ArmsCommon.PredictAll(predictor, pre), ps);
         }
         var latCf = LatentsFor(cfs.Select(e => e.Edited).ToList());
         var latNu = LatentsFor(nus.Select(e => e.Edited).ToList());
@@ -223,15 +241,19 @@ public static class ShortcutEvaluation
         {
             [Thinking] = thinking, [Direct] = direct, [Distillation] = distill, [SoftTokens] = soft, [ResidualDelta] = delta, [LoraArm] = loraAnswers,
         };
-        if (kvPredictor is { } kvq)
+        foreach (var (arm, q) in kvPredictors)
         {
-            phase3Arms.Add(new(KvPrefix, true, (ps, h) =>
+            phase3Arms.Add(new(arm, true, (ps, h) =>
             {
-                var slots = kvq.Predict(h.Pre);
+                // The latent is read from the latents' own problems, so an intervention hands over the twin's.
+                using var input = q.ReadsPrompt
+                    ? KvInput.Prompts(teacher, h.Problems.Select(p => fmt.PromptIds(p, true)).ToList(), o.Point, o.EvalBatch)
+                    : new KvInput(h.Pre.alias(), null);
+                var slots = q.Predict(input);
                 try { return KvPrefixInjection.Answer(teacher, fmt, ps, slots, o.EvalBatch); }
                 finally { foreach (var (x, y) in slots) { x.Dispose(); y.Dispose(); } }
             }));
-            mainAnswers[KvPrefix] = predicted[KvPrefix];
+            mainAnswers[arm] = predicted[arm];
         }
         ArmAnswers Head(ArmAnswers a) => new(a.Answers.Take(n3).ToList(), a.Correct.Take(n3).ToList(), a.TokenSteps.Take(n3).ToList());
 
@@ -266,8 +288,8 @@ public static class ShortcutEvaluation
         var lexical = CausalTests.Lexical(verifiedTrain.Select(s => s.Problem).ToList(), verifiedTrain.Select(s => s.TeacherAnswer!).ToList(),
             problems, family.Verify, seed: o.Seed);
         // Separability of what the primary arm injects: the slot caches for the KV-prefix arm, the states otherwise.
-        var separability = primary == KvPrefix
-            ? CausalTests.Separability(kvTestFlat!, kvPredFlat!, seed: o.Seed)
+        var separability = kvPredFlat.TryGetValue(primary, out var primaryFlat)
+            ? CausalTests.Separability(kvTestFlat!, primaryFlat, seed: o.Seed)
             : CausalTests.Separability(postTest, hatTest, seed: o.Seed);
         Say($"lexical {lexical.Best}, separability {separability.HeldOutAccuracy:P1}");
 
@@ -286,9 +308,9 @@ public static class ShortcutEvaluation
         };
 
         foreach (var l in new[] { latOrig, latCf, latNu }) { l.Pre.Dispose(); l.Hat.Dispose(); }
-        kvPredictor?.Dispose();
+        foreach (var q in kvPredictors.Values) q.Dispose();
+        foreach (var f in kvPredFlat.Values) f.Dispose();
         kvTestFlat?.Dispose();
-        kvPredFlat?.Dispose();
         hatTrain.Dispose();
         hatTest.Dispose();
         proj.Dispose();
