@@ -158,17 +158,26 @@ public sealed class BottleneckTests
         foreach (var (k, v) in slots) { k.Dispose(); v.Dispose(); }
     }
 
+    /// <summary>A random bottleneck teacher, 16 problems' samples and slot caches, and those samples labelled with the
+    /// teacher's own answers through its slots (what a KV predictor should learn to reproduce).</summary>
+    static (DecoderLM Model, TeacherFormat Fmt, IReadOnlyList<Tasks.TaskProblem> Problems, LatentSet Set,
+        IReadOnlyList<(Tensor Keys, Tensor Values)> Slots, List<TraceSample> Train) KvFixture(long seed, long problemSeed)
+    {
+        var (model, fmt) = Teacher(seed);
+        var problems = LatentTestKit.Problems(16, digits: 2, seed: problemSeed);
+        var set = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, problems, LatentTestKit.Reference(k: Slots) with { MaxNewTokens = 8 });
+        var slots = KvPrefixInjection.SlotCache(model, fmt, set.Samples);
+        var oracle = KvPrefixInjection.Answer(model, fmt, problems, slots);
+        var train = set.Samples.Select((x, i) => x with { TeacherAnswer = oracle.Answers[i] ?? x.Problem.Answer, Verified = true }).ToList();
+        return (model, fmt, problems, set, slots, train);
+    }
+
     [Fact]
     public void KvPrefixPredictorStartsAtTheMeanCacheAndLearnsThroughTheCache()
     {
-        var (model, fmt) = Teacher(11);
+        var (model, fmt, problems, set, slots, train) = KvFixture(11, 4);
         using var _ = model;
-        var problems = LatentTestKit.Problems(16, digits: 2, seed: 4);
-        using var set = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, problems, LatentTestKit.Reference(k: Slots) with { MaxNewTokens = 8 });
-        var slots = KvPrefixInjection.SlotCache(model, fmt, set.Samples);
-        // The random teacher's own answers through its slots are what the predictor should learn to reproduce.
-        var oracle = KvPrefixInjection.Answer(model, fmt, problems, slots);
-        var train = set.Samples.Select((x, i) => x with { TeacherAnswer = oracle.Answers[i] ?? x.Problem.Answer, Verified = true }).ToList();
+        using var _set = set;
         using var flat = KvPrefixPredictor.Flatten(slots);
         Assert.Equal(new long[] { problems.Count, 2L * 2 * model.Config.NumKvHeads * Slots * model.Config.HeadDim }, flat.shape);
 
@@ -206,13 +215,9 @@ public sealed class BottleneckTests
     [Fact]
     public void PromptReadingKvPredictorIgnoresPaddingStartsAtTheMeanAndLearnsThroughTheCache()
     {
-        var (model, fmt) = Teacher(19);
+        var (model, fmt, problems, set, slots, train) = KvFixture(19, 9);
         using var _ = model;
-        var problems = LatentTestKit.Problems(16, digits: 2, seed: 9);
-        using var set = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, problems, LatentTestKit.Reference(k: Slots) with { MaxNewTokens = 8 });
-        var slots = KvPrefixInjection.SlotCache(model, fmt, set.Samples);
-        var oracle = KvPrefixInjection.Answer(model, fmt, problems, slots);
-        var train = set.Samples.Select((x, i) => x with { TeacherAnswer = oracle.Answers[i] ?? x.Problem.Answer, Verified = true }).ToList();
+        using var _set = set;
         using var input = KvInput.Prompts(model, set.Samples.Select(x => x.PromptIds).ToList(), "blocks.0.resid_post");
         Assert.Equal(set.Samples.Select(x => (long)x.PromptIds.Length), input.Mask!.sum(1).data<long>().ToArray());
         // The states at real positions are the model's own (the last one is h_pre at that point).
