@@ -18,6 +18,7 @@ public static class ShortcutStudyCommands
         var k = new Option<int>("--k") { DefaultValueFactory = _ => 1 };
         var predictorSteps = new Option<long>("--predictor-steps") { DefaultValueFactory = _ => new ShortcutStudyOptions { ModelDir = "" }.Predictor.Steps };
         var armSteps = new Option<int>("--arm-steps") { Description = "training budget of the distillation, soft-token and LoRA arms", DefaultValueFactory = _ => new ShortcutEvalOptions().TrainSteps };
+        var kvLambda = new Option<double>("--kv-lambda") { Description = "weight of the cache-matching term in the KV-prefix predictors' loss", DefaultValueFactory = _ => new ShortcutEvalOptions().KvLambda };
         var noSearch = new Option<bool>("--no-search") { Description = "skip the configuration search: use --point, --k and the MLP predictor as given" };
         var searchPoints = new Option<string>("--search-points") { Description = "comma-separated hook points the search tries", DefaultValueFactory = _ => string.Join(",", new ConfigSearchOptions().Points) };
         var searchSteps = new Option<long>("--search-steps") { Description = "training steps of each candidate predictor in the search", DefaultValueFactory = _ => new ConfigSearchOptions().Steps };
@@ -27,7 +28,7 @@ public static class ShortcutStudyCommands
         var device = CliSupport.DeviceOption();
         var compute = CliSupport.ComputeOption();
         var cmd = new Command("study", "All phases: extract, train the predictor, gate, injection arms, causal tests, and the no-go report")
-            { model, task, difficulty, trainN, testN, point, k, predictorSteps, armSteps, noSearch, searchPoints, searchSteps, ignoreGate, seed, output, device, compute };
+            { model, task, difficulty, trainN, testN, point, k, predictorSteps, armSteps, kvLambda, noSearch, searchPoints, searchSteps, ignoreGate, seed, output, device, compute };
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var path = pr.GetValue(model)!;
@@ -41,7 +42,7 @@ public static class ShortcutStudyCommands
             o = o with
             {
                 Predictor = o.Predictor with { Steps = pr.GetValue(predictorSteps) },
-                Eval = o.Eval with { TrainSteps = pr.GetValue(armSteps) },
+                Eval = o.Eval with { TrainSteps = pr.GetValue(armSteps), KvLambda = pr.GetValue(kvLambda) },
                 Search = o.Search with
                 {
                     Enabled = !pr.GetValue(noSearch), Steps = pr.GetValue(searchSteps),
