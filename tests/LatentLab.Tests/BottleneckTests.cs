@@ -142,11 +142,10 @@ public sealed class BottleneckTests
     [Fact]
     public void KvPrefixOracleAnswersExactlyAsTheTeacherDoesThroughItsSlots()
     {
-        var (model, fmt) = Teacher(9);
-        using var _ = model;
-        var problems = LatentTestKit.Problems(6, digits: 2, seed: 3);
         // Phase 0's one path: reference thoughts, the slots forced, the answer decoded behind the bottleneck.
-        using var set = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, problems, LatentTestKit.Reference(k: Slots) with { MaxNewTokens = 8 });
+        var (model, fmt, problems, set) = Samples(9, 6, 3);
+        using var _ = model;
+        using var _set = set;
         Assert.Equal(problems.Count, set.Samples.Count);
         Assert.Equal(new long[] { problems.Count, Slots, 32 }, set.Post.shape);
         var slots = KvPrefixInjection.SlotCache(model, fmt, set.Samples);
@@ -158,14 +157,21 @@ public sealed class BottleneckTests
         foreach (var (k, v) in slots) { k.Dispose(); v.Dispose(); }
     }
 
+    /// <summary>A random bottleneck teacher and Phase 0's samples of <paramref name="n"/> 2-digit problems (reference
+    /// thoughts, slots forced, the answer decoded behind the bottleneck).</summary>
+    static (DecoderLM Model, TeacherFormat Fmt, IReadOnlyList<Tasks.TaskProblem> Problems, LatentSet Set) Samples(long seed, int n, long problemSeed)
+    {
+        var (model, fmt) = Teacher(seed);
+        var problems = LatentTestKit.Problems(n, digits: 2, seed: problemSeed);
+        return (model, fmt, problems, LatentExtraction.Samples(model, fmt.Tokenizer, fmt, problems, LatentTestKit.Reference(k: Slots) with { MaxNewTokens = 8 }));
+    }
+
     /// <summary>A random bottleneck teacher, 16 problems' samples and slot caches, and those samples labelled with the
     /// teacher's own answers through its slots (what a KV predictor should learn to reproduce).</summary>
     static (DecoderLM Model, TeacherFormat Fmt, IReadOnlyList<Tasks.TaskProblem> Problems, LatentSet Set,
         IReadOnlyList<(Tensor Keys, Tensor Values)> Slots, List<TraceSample> Train) KvFixture(long seed, long problemSeed)
     {
-        var (model, fmt) = Teacher(seed);
-        var problems = LatentTestKit.Problems(16, digits: 2, seed: problemSeed);
-        var set = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, problems, LatentTestKit.Reference(k: Slots) with { MaxNewTokens = 8 });
+        var (model, fmt, problems, set) = Samples(seed, 16, problemSeed);
         var slots = KvPrefixInjection.SlotCache(model, fmt, set.Samples);
         var oracle = KvPrefixInjection.Answer(model, fmt, problems, slots);
         var train = set.Samples.Select((x, i) => x with { TeacherAnswer = oracle.Answers[i] ?? x.Problem.Answer, Verified = true }).ToList();
@@ -220,10 +226,15 @@ public sealed class BottleneckTests
         using var _set = set;
         using var input = KvInput.Prompts(model, set.Samples.Select(x => x.PromptIds).ToList(), "blocks.0.resid_post");
         Assert.Equal(set.Samples.Select(x => (long)x.PromptIds.Length), input.Mask!.sum(1).data<long>().ToArray());
-        // The states at real positions are the model's own (the last one is h_pre at that point).
-        using var pre = ShortcutStudy.PromptStates(model, set.Samples.Select(x => x.PromptIds).ToList(), "blocks.0.resid_post");
+        // The states at real positions are the model's own: the last one is h_pre as Phase 0 reads it (the store's
+        // forward over the trace cut at the slots, at the extraction's point).
+        using var atStorePoint = KvInput.Prompts(model, set.Samples.Select(x => x.PromptIds).ToList(), "blocks.-1.resid_post");
+        using var pre = atStorePoint.LastStates();
         for (int i = 0; i < problems.Count; i++)
-            Assert.True(input.States[i, set.Samples[i].PromptIds.Length - 1].allclose(pre[i], rtol: 1e-4, atol: 1e-5));
+        {
+            Assert.True(atStorePoint.States[i, set.Samples[i].PromptIds.Length - 1].allclose(set.Pre[i], rtol: 1e-4, atol: 1e-5));
+            Assert.True(pre[i].allclose(set.Pre[i], rtol: 1e-4, atol: 1e-5));
+        }
 
         var dir = Path.Combine(Path.GetTempPath(), "latentlab-kvp-" + Guid.NewGuid().ToString("N"));
         try
@@ -289,10 +300,9 @@ public sealed class BottleneckTests
     [Fact]
     public void ConfigurationSearchTriesEachDistinctPointAndKindAndChoosesTheBestOnValidation()
     {
-        var (model, fmt) = Teacher(17);
+        var (model, fmt, _, set) = Samples(17, 30, 8);
         using var _ = model;
-        var problems = LatentTestKit.Problems(30, digits: 2, seed: 8);
-        using var set = LatentExtraction.Samples(model, fmt.Tokenizer, fmt, problems, LatentTestKit.Reference(k: Slots) with { MaxNewTokens = 8 });
+        using var _set = set;
         var dir = Path.Combine(Path.GetTempPath(), "latentlab-search-" + Guid.NewGuid().ToString("N"));
         try
         {

@@ -7,13 +7,20 @@ namespace LatentLab.Methods.Shortcut;
 
 /// <summary>
 /// The latents Phase 3 hands an arm for a problem list: h_pre [N, D] (what a predictor reads, the KV-prefix arm's
-/// input) and the Phase-1 predictor's ĥ_post [N, K, D] (what the soft-token and residual-delta arms inject). An
-/// intervention swaps both for the twin's. <see cref="Problems"/> are the problems these latents were read from (an arm
-/// that reads more of the problem's states, such as the prompt-reading KV predictor, reads them there).
+/// input), the Phase-1 predictor's ĥ_post [N, K, D] (what the soft-token and residual-delta arms inject) and the hook
+/// point's states at every prompt position (the prompt-reading KV arm's input; null where no arm reads them). An
+/// intervention swaps them all for the twin's.
 /// </summary>
-public sealed record ArmLatents(Tensor Pre, Tensor Hat, IReadOnlyList<TaskProblem> Problems)
+public sealed record ArmLatents(Tensor Pre, Tensor Hat, KvInput? Prompt) : IDisposable
 {
-    public ArmLatents Rows(IReadOnlyList<int> idx) => new(ArmsCommon.Rows(Pre, idx), ArmsCommon.Rows(Hat, idx), idx.Select(i => Problems[i]).ToList());
+    public ArmLatents Rows(IReadOnlyList<int> idx) => new(ArmsCommon.Rows(Pre, idx), ArmsCommon.Rows(Hat, idx), Prompt?.Rows(idx));
+
+    public void Dispose()
+    {
+        Pre.Dispose();
+        Hat.Dispose();
+        Prompt?.Dispose();
+    }
 }
 
 /// <summary>

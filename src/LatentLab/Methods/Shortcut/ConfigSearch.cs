@@ -116,8 +116,7 @@ public static class ConfigSearch
     static HookPoint? Resolve(string point, int layers)
     {
         var p = HookPoint.Parse(point);
-        if (p.Site is HookSite.Embed or HookSite.FinalNorm or HookSite.Logits) return p;
-        int at = p.Layer < 0 ? layers + p.Layer : p.Layer;
-        return at >= 0 && at < layers ? p with { Layer = at } : null;
+        try { return p.Resolve(layers); }
+        catch (ArgumentException) { return null; }
     }
 }

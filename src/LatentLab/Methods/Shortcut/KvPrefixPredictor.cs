@@ -186,6 +186,15 @@ public sealed record KvInput(Tensor States, Tensor? Mask) : IDisposable
     /// <summary>Every real position's state, [M, D] (what the standardiser is fitted on).</summary>
     public Tensor RealStates() => Mask is null ? States.alias() : States.reshape(-1, States.shape[2]).index_select(0, Mask.reshape(-1).nonzero().squeeze(1));
 
+    /// <summary>Each prompt's state at its last real position, [N, D]: h_pre.</summary>
+    public Tensor LastStates()
+    {
+        if (Mask is null) return States.alias();
+        using var scope = NewDisposeScope();
+        var last = (Mask.sum(1) - 1).view(-1, 1, 1).expand(-1, 1, States.shape[2]);
+        return States.gather(1, last).squeeze(1).MoveToOuterDisposeScope();
+    }
+
     /// <summary>The hook point's states at every position of each prompt (no gradient, float32, CPU), right-padded.</summary>
     public static KvInput Prompts(DecoderLM model, IReadOnlyList<int[]> prompts, string point, int batchSize = 128)
     {

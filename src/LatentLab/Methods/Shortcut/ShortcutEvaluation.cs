@@ -141,6 +141,7 @@ public static class ShortcutEvaluation
         var kvPredFlat = new Dictionary<string, Tensor>();
         var kvSweeps = new Dictionary<string, List<SweepPoint>>();
         Tensor? kvTestFlat = null;
+        KvInput? promptTest = null; // the test prompts' states at every position (the prompt-reading arm's input, and Phase 3's)
         if (kv)
         {
             sw.Restart();
@@ -158,7 +159,7 @@ public static class ShortcutEvaluation
             kvTestFlat = KvPrefixPredictor.Flatten(slotTest);
 
             using var promptTrain = KvInput.Prompts(teacher, train.Select(x => x.PromptIds).ToList(), o.Point, o.EvalBatch);
-            using var promptTest = KvInput.Prompts(teacher, test.Select(x => x.PromptIds).ToList(), o.Point, o.EvalBatch);
+            promptTest = KvInput.Prompts(teacher, test.Select(x => x.PromptIds).ToList(), o.Point, o.EvalBatch);
             foreach (var (arm, input, testInput, what) in new[]
                      {
                          (KvPrefix, new KvInput(preTrain, null), new KvInput(preTest, null), "q(h_pre)"),
@@ -209,21 +210,23 @@ public static class ShortcutEvaluation
         int n3 = Math.Min(o.Phase3Problems, problems.Count);
         var idx3 = Enumerable.Range(0, n3).ToList();
         var orig = idx3.Select(i => problems[i]).ToList();
-        var latOrig = new ArmLatents(ArmsCommon.Rows(preTest, idx3), ArmsCommon.Rows(hatTest, idx3), orig);
+        var latOrig = new ArmLatents(ArmsCommon.Rows(preTest, idx3), ArmsCommon.Rows(hatTest, idx3), promptTest?.Rows(idx3));
         var cfs = orig.Select((p, i) => family.Edit(p, EditKind.Counterfactual, o.Seed * 1_000_003 + i)).ToList();
         var nus = orig.Select((p, i) => family.Edit(p, EditKind.Nuisance, o.Seed * 1_000_003 + i)).ToList();
         // States of new problems (twins, longer ones) come through the latent store's one path and rule: h_pre at the
-        // prompt for every problem; h_post (for the oracle) from the traces whose thinking closed, as Phase 0 reads them.
+        // prompt for every problem (one forward gives it and the other prompt positions); h_post (for the oracle) from
+        // the traces whose thinking closed, as Phase 0 reads them.
         ArmLatents LatentsFor(IReadOnlyList<TaskProblem> ps)
         {
-            var pre = ShortcutStudy.PromptStates(teacher, ps.Select(p => fmt.PromptIds(p, true)).ToList(), o.Point, o.EvalBatch);
+            var prompt = KvInput.Prompts(teacher, ps.Select(p => fmt.PromptIds(p, true)).ToList(), o.Point, o.EvalBatch);
+            var pre = prompt.LastStates();
             if (predictor is OraclePredictor oracle)
             {
                 using var set = LatentExtraction.Samples(teacher, fmt.Tokenizer, fmt, ps,
                     new ExtractionOptions { Point = o.Point, K = k, BatchSize = o.EvalBatch });
                 if (set.Samples.Count > 0) oracle.Register(set.Pre, set.Post);
             }
-            return new ArmLatents(pre, ArmsCommon.PredictAll(predictor, pre), ps);
+            return new ArmLatents(pre, ArmsCommon.PredictAll(predictor, pre), prompt);
         }
         var latCf = LatentsFor(cfs.Select(e => e.Edited).ToList());
         var latNu = LatentsFor(nus.Select(e => e.Edited).ToList());
@@ -245,11 +248,8 @@ public static class ShortcutEvaluation
         {
             phase3Arms.Add(new(arm, true, (ps, h) =>
             {
-                // The latent is read from the latents' own problems, so an intervention hands over the twin's.
-                using var input = q.ReadsPrompt
-                    ? KvInput.Prompts(teacher, h.Problems.Select(p => fmt.PromptIds(p, true)).ToList(), o.Point, o.EvalBatch)
-                    : new KvInput(h.Pre.alias(), null);
-                var slots = q.Predict(input);
+                // Its input travels with the latents, so an intervention hands over the twin's prompt.
+                var slots = q.Predict(q.ReadsPrompt ? h.Prompt! : new KvInput(h.Pre, null));
                 try { return KvPrefixInjection.Answer(teacher, fmt, ps, slots, o.EvalBatch); }
                 finally { foreach (var (x, y) in slots) { x.Dispose(); y.Dispose(); } }
             }));
@@ -267,10 +267,8 @@ public static class ShortcutEvaluation
         for (int extra = 1; extra <= o.OodExtra && d0 + extra <= family.Difficulty.Max; extra++)
         {
             var longer = TaskSplits.Generate(family, Split.Test, n3, d0 + extra, o.Seed + 7919 * (d0 + extra));
-            var latLong = LatentsFor(longer);
+            using var latLong = LatentsFor(longer);
             foreach (var a in phase3Arms) lengths.Add(new LengthResult(a.Name, d0 + extra, extra, a.Answer(longer, latLong).Accuracy));
-            latLong.Pre.Dispose();
-            latLong.Hat.Dispose();
         }
         Say("length sweep done");
 
@@ -307,7 +305,8 @@ public static class ShortcutEvaluation
             Floor = controls[primary].Mean.Accuracy,
         };
 
-        foreach (var l in new[] { latOrig, latCf, latNu }) { l.Pre.Dispose(); l.Hat.Dispose(); }
+        foreach (var l in new[] { latOrig, latCf, latNu }) l.Dispose();
+        promptTest?.Dispose();
         foreach (var q in kvPredictors.Values) q.Dispose();
         foreach (var f in kvPredFlat.Values) f.Dispose();
         kvTestFlat?.Dispose();

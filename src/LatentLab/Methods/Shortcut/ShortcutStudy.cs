@@ -202,23 +202,11 @@ public static class ShortcutStudy
         return sets;
     }
 
-    /// <summary>The hook point's state at each prompt's last token, [N, D] float32.</summary>
+    /// <summary>The hook point's state at each prompt's last token, [N, D] float32 (read through <see cref="KvInput.Prompts"/>).</summary>
     public static Tensor PromptStates(DecoderLM model, IReadOnlyList<int[]> prompts, string point, int batch = 128)
     {
-        var parts = new List<Tensor>();
-        using var _ = no_grad();
-        for (int start = 0; start < prompts.Count; start += batch)
-        {
-            using var scope = NewDisposeScope();
-            var chunk = prompts.Skip(start).Take(batch).ToList();
-            var (ids, mask) = TokenBatch.RightPad(chunk, 0);
-            using var output = model.Forward(ids.to(model.Device), attentionMask: mask.to(model.Device),
-                hooks: new HookSet(new[] { HookSpec.Capture(point, Positions.LastToken) }), logits: LogitsMode.None);
-            parts.Add(output.Capture(point).squeeze(1).to(ScalarType.Float32).cpu().MoveToOuterDisposeScope());
-        }
-        var all = cat(parts, 0);
-        foreach (var p in parts) p.Dispose();
-        return all;
+        using var all = KvInput.Prompts(model, prompts, point, batch);
+        return all.LastStates();
     }
 
     static string P(double x) => double.IsNaN(x) ? "n/a" : (x * 100).ToString("0.0", CultureInfo.InvariantCulture) + "%";
