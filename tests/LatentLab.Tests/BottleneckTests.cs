@@ -219,6 +219,50 @@ public sealed class BottleneckTests
     }
 
     [Fact]
+    public void KvPrefixStudentStartsAtTheTeachersThoughtlessSlotsAndLearnsThroughTheCache()
+    {
+        var (model, fmt, problems, set, slots, train) = KvFixture(17, 4);
+        using var _ = model;
+        using var _set = set;
+        using var flat = KvPrefixPredictor.Flatten(slots);
+        var prompts = set.Samples.Select(x => x.PromptIds).ToList();
+        // Untrained, the student is the teacher: its slots equal the teacher's own cache (through the bottleneck layout
+        // and the store's path) on traces whose thought is empty.
+        var thoughtless = set.Samples.Select(x => x with
+        {
+            TraceIds = [.. x.PromptIds, .. fmt.Trace.SlotsAndEnd()],
+            PostPosition = x.PromptIds.Length + Slots - 1,
+        }).ToList();
+        var reference = KvPrefixInjection.SlotCache(model, fmt, thoughtless);
+        using var untrained = KvPrefixStudent.Untrained(model, fmt);
+        var start = untrained.Predict(prompts, batchSize: 5);
+        for (int l = 0; l < slots.Count; l++)
+        {
+            Assert.True(start[l].Keys.allclose(reference[l].Keys, rtol: 1e-4, atol: 1e-5), $"layer {l} keys");
+            Assert.True(start[l].Values.allclose(reference[l].Values, rtol: 1e-4, atol: 1e-5), $"layer {l} values");
+        }
+        using var startFlat = KvPrefixPredictor.Flatten(start);
+        Assert.Equal(0, KvPrefixStudent.RelativeError(slots, slots).item<float>());
+        var dir = Path.Combine(Path.GetTempPath(), "latentlab-kvs-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            // Answer cross-entropy alone (λ = 0): the student's adapters learn only through the teacher's attention to the slots.
+            using var ceOnly = KvPrefixStudent.Train(model, fmt, train, slots, new ArmTraining(10, 8, 3e-3, 1), 4, 0, Path.Combine(dir, "ce"));
+            using var ceFlat = KvPrefixPredictor.Flatten(ceOnly.Predict(prompts));
+            Assert.False(ceFlat.allclose(startFlat, rtol: 1e-4, atol: 1e-5), "answer CE alone left the student's slots where they started");
+            // With the cache-matching term its slots move towards the teacher's after real thinking.
+            using var matched = KvPrefixStudent.Train(model, fmt, train, slots, new ArmTraining(60, 8, 3e-3, 1), 4, 1, Path.Combine(dir, "mse"));
+            var pred = matched.Predict(prompts);
+            double err = KvPrefixStudent.RelativeError(pred, slots).item<float>(), startErr = KvPrefixStudent.RelativeError(start, slots).item<float>();
+            foreach (var (k, v) in pred) { k.Dispose(); v.Dispose(); }
+            Assert.True(err < 0.7 * startErr, $"relative cache error {err:F4} vs {startErr:F4} before training");
+            Assert.True(matched.Flops(10) > 0);
+        }
+        finally { if (Directory.Exists(dir)) Directory.Delete(dir, true); }
+        foreach (var (k, v) in slots.Concat(reference).Concat(start)) { k.Dispose(); v.Dispose(); }
+    }
+
+    [Fact]
     public void PromptReadingKvPredictorIgnoresPaddingStartsAtTheMeanAndLearnsThroughTheCache()
     {
         var (model, fmt, problems, set, slots, train) = KvFixture(19, 9);
@@ -277,7 +321,7 @@ public sealed class BottleneckTests
         try
         {
             var r = ShortcutEvaluation.Run(model, fmt, oracle, train, tr.Pre, tr.Post, test, te.Pre, te.Post, o, dir);
-            foreach (var arm in new[] { "kv-prefix", "kv-prefix-prompt", "kv-prefix oracle", "kv-prefix mean", "soft-tokens oracle", "soft-tokens mean" })
+            foreach (var arm in new[] { "kv-prefix", "kv-prefix-prompt", "kv-prefix-student", "kv-prefix oracle", "kv-prefix mean", "soft-tokens oracle", "soft-tokens mean" })
                 Assert.Equal(12, r.Arm(arm).Accuracy!.Value.Trials);
             Assert.Equal("kv-prefix oracle", r.Study.Ceiling!.Name);
             Assert.Equal("kv-prefix mean", r.Study.Floor!.Name);
@@ -291,6 +335,10 @@ public sealed class BottleneckTests
             Assert.Contains(r.Interventions, i => i.Arm == "kv-prefix");
             Assert.Contains(r.Interventions, i => i.Arm == "kv-prefix-prompt");
             Assert.Equal(5, r.Sweeps.Single(x => x.Arm == "kv-prefix-prompt").Points.Count);
+            Assert.Contains(r.Interventions, i => i.Arm == "kv-prefix-student");
+            Assert.Equal(5, r.Sweeps.Single(x => x.Arm == "kv-prefix-student").Points.Count);
+            // The student's own forward over prompt ++ slots is counted on top of the teacher's.
+            Assert.True(r.Arm("kv-prefix-student").Flops > r.Arm("kv-prefix oracle").Flops);
             Assert.Contains(r.Edits, e => e.Arm == "kv-prefix");
             Assert.InRange(r.Separability.HeldOutAccuracy, 0, 1);
         }

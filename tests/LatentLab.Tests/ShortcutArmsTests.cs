@@ -142,7 +142,7 @@ public sealed class ShortcutArmsTests
         {
             var r = ShortcutEvaluation.Run(model, fmt, oracle, train, tr.Pre, tr.Post, test, te.Pre, te.Post, o, dir);
             Assert.Equal(new[] { "thinking", "direct", "distillation", "soft-tokens", "soft-tokens oracle", "soft-tokens mean", "residual-delta",
-                "residual-delta oracle", "residual-delta mean", "lora-student", "kv-prefix", "kv-prefix-prompt" }, r.Arms.Select(a => a.Name));
+                "residual-delta oracle", "residual-delta mean", "lora-student", "kv-prefix", "kv-prefix-prompt", "kv-prefix-student" }, r.Arms.Select(a => a.Name));
             // The primary arm's own oracle and mean are the table's ceiling and floor, and the no-go rows' ceiling.
             Assert.Equal(r.NoGo.ShortcutArm + " oracle", r.Study.Ceiling!.Name);
             Assert.Equal(r.NoGo.ShortcutArm + " mean", r.Study.Floor!.Name);

@@ -8,12 +8,13 @@ namespace LatentLab.Methods.Shortcut;
 /// <summary>
 /// The latents Phase 3 hands an arm for a problem list: h_pre [N, D] (what a predictor reads, the KV-prefix arm's
 /// input), the Phase-1 predictor's ĥ_post [N, K, D] (what the soft-token and residual-delta arms inject) and the hook
-/// point's states at every prompt position (the prompt-reading KV arm's input; null where no arm reads them). An
-/// intervention swaps them all for the twin's.
+/// point's states at every prompt position (the prompt-reading KV arm's input; null where no arm reads them) and the
+/// prompts' token ids (the KV-prefix student's input). An intervention swaps them all for the twin's.
 /// </summary>
-public sealed record ArmLatents(Tensor Pre, Tensor Hat, KvInput? Prompt) : IDisposable
+public sealed record ArmLatents(Tensor Pre, Tensor Hat, KvInput? Prompt, IReadOnlyList<int[]>? PromptIds = null) : IDisposable
 {
-    public ArmLatents Rows(IReadOnlyList<int> idx) => new(ArmsCommon.Rows(Pre, idx), ArmsCommon.Rows(Hat, idx), Prompt?.Rows(idx));
+    public ArmLatents Rows(IReadOnlyList<int> idx) =>
+        new(ArmsCommon.Rows(Pre, idx), ArmsCommon.Rows(Hat, idx), Prompt?.Rows(idx), PromptIds is null ? null : idx.Select(i => PromptIds[i]).ToList());
 
     public void Dispose()
     {

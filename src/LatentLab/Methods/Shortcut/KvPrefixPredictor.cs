@@ -256,21 +256,13 @@ public static class KvPrefixTraining
                 var (ids, targets, mask, lossTokens) = examples.Batch(fmt, rows);
                 var dev = teacher.Device;
                 var sample = examples.SampleIndices(rows);
-                int p = examples.Sequences[rows[0]].PromptLength - k - 1, t = (int)ids.shape[1];
+                int p = examples.Sequences[rows[0]].PromptLength - k - 1;
                 ids = ids.to(dev);
                 var rowsIn = input.Rows(sample);
                 var z = predictor.Forward(predictor.StandardizePre(rowsIn.States), rowsIn.Mask?.to(dev));
                 var mse = (z - predictor.StandardizeKv(ArmsCommon.Rows(flatTrain, sample))).pow(2).mean();
                 var slots = predictor.Unflatten(predictor.DestandardizeKv(z));
-                using var promptCache = new KvCache(layers);
-                using (no_grad()) teacher.Forward(ids.narrow(1, 0, p), cache: promptCache, logits: LogitsMode.None).Dispose();
-                var kv = Enumerable.Range(0, layers).Select(l =>
-                    (cat(new[] { promptCache.Keys(l)!, slots[l].Keys.to(promptCache.Keys(l)!.dtype) }, 2),
-                     cat(new[] { promptCache.Values(l)!, slots[l].Values.to(promptCache.Values(l)!.dtype) }, 2))).ToList();
-                using var cache = KvCache.FromTensors(kv, ones(rows.Length, p + k, dtype: ScalarType.Int64, device: dev), keepGraph: true);
-                using var output = teacher.Forward(ids.narrow(1, p + k, t - p - k), attentionMask: mask.to(dev).narrow(1, p + k, t - p - k), cache: cache);
-                var ce = nn.functional.cross_entropy(output.Logits!.reshape(-1, teacher.Config.VocabSize),
-                    targets.to(dev).narrow(1, p + k, t - p - k).reshape(-1), ignore_index: -100);
+                var ce = AnswerLoss(teacher, ids, targets.to(dev), mask.to(dev), p, slots);
                 return new TrainLoss(ce + lambda * mse, lossTokens);
             });
             budget.Run("kv prefix", trainable, outDir, log);
@@ -278,5 +270,25 @@ public static class KvPrefixTraining
         finally { restore(); }
         predictor.eval();
         return predictor;
+    }
+
+    /// <summary>
+    /// Answer cross-entropy of teacher-forced batches through the frozen teacher, given predicted slot keys and values
+    /// ([B, kv_heads, k, head_dim] per layer, graph kept): the teacher's own prompt cache (ids[:, :p]) ++ the slots,
+    /// then everything from the end marker on (ids[:, p+k:]) run over that cache, scored where targets are set.
+    /// </summary>
+    public static Tensor AnswerLoss(DecoderLM teacher, Tensor ids, Tensor targets, Tensor mask, int p,
+        IReadOnlyList<(Tensor Keys, Tensor Values)> slots)
+    {
+        int layers = teacher.Config.NumLayers, k = (int)slots[0].Keys.shape[2], t = (int)ids.shape[1];
+        using var promptCache = new KvCache(layers);
+        using (no_grad()) teacher.Forward(ids.narrow(1, 0, p), cache: promptCache, logits: LogitsMode.None).Dispose();
+        var kv = Enumerable.Range(0, layers).Select(l =>
+            (cat(new[] { promptCache.Keys(l)!, slots[l].Keys.to(promptCache.Keys(l)!.dtype) }, 2),
+             cat(new[] { promptCache.Values(l)!, slots[l].Values.to(promptCache.Values(l)!.dtype) }, 2))).ToList();
+        using var cache = KvCache.FromTensors(kv, ones(ids.shape[0], p + k, dtype: ScalarType.Int64, device: ids.device), keepGraph: true);
+        using var output = teacher.Forward(ids.narrow(1, p + k, t - p - k), attentionMask: mask.narrow(1, p + k, t - p - k), cache: cache);
+        return nn.functional.cross_entropy(output.Logits!.reshape(-1, teacher.Config.VocabSize),
+            targets.narrow(1, p + k, t - p - k).reshape(-1), ignore_index: -100);
     }
 }

@@ -17,7 +17,8 @@ namespace LatentLab.Methods.Shortcut;
 public static class ShortcutEvaluation
 {
     public const string Thinking = "thinking", Direct = "direct", Distillation = "distillation", SoftTokens = "soft-tokens",
-        ResidualDelta = "residual-delta", LoraArm = "lora-student", KvPrefix = "kv-prefix", KvPrefixPrompt = "kv-prefix-prompt";
+        ResidualDelta = "residual-delta", LoraArm = "lora-student", KvPrefix = "kv-prefix", KvPrefixPrompt = "kv-prefix-prompt",
+        KvPrefixStudentArm = "kv-prefix-student";
     /// <summary>Suffixes of an arm's controls: the true latent injected (its ceiling) and the mean training latent (its floor).</summary>
     public const string Oracle = " oracle", Mean = " mean";
 
@@ -33,7 +34,7 @@ public static class ShortcutEvaluation
         Check(test, preTest, postTest, "test");
         Directory.CreateDirectory(outDir);
         // The trained arms start fresh every evaluation: the trainer would otherwise resume (or refuse) an old run there.
-        foreach (var old in new[] { "train-distillation", "train-soft-tokens", "train-soft-tokens-oracle", "train-lora", "train-kv-prefix" }.Select(d => Path.Combine(outDir, d)))
+        foreach (var old in new[] { "train-distillation", "train-soft-tokens", "train-soft-tokens-oracle", "train-lora", "train-kv-prefix", "train-kv-prefix-prompt", "train-kv-prefix-student" }.Select(d => Path.Combine(outDir, d)))
             if (Directory.Exists(old)) Directory.Delete(old, true);
         var total = Stopwatch.StartNew();
         var c = teacher.Config;
@@ -135,13 +136,15 @@ public static class ShortcutEvaluation
             [SoftTokens] = (softOracle, softMean), [ResidualDelta] = (deltaOracle, deltaMean),
         };
         var predicted = new Dictionary<string, ArmAnswers> { [SoftTokens] = soft, [ResidualDelta] = delta };
-        // The predicted KV-prefix arms: from h_pre alone (the seed's q(h_pre)), and from the prompt's states at every
-        // position (the whole state before thinking). Both share the oracle and mean controls.
-        var kvPredictors = new Dictionary<string, KvPrefixPredictor>();
+        // The predicted KV-prefix arms: from h_pre alone (the seed's q(h_pre)), from the prompt's states at every
+        // position (the whole state before thinking), and from a LoRA copy of the teacher run over prompt ++ slots (a
+        // predictor with the teacher's own layers). All share the oracle and mean controls.
+        var kvPredictors = new Dictionary<string, Func<IReadOnlyList<TaskProblem>, ArmLatents, IReadOnlyList<(Tensor Keys, Tensor Values)>>>();
         var kvPredFlat = new Dictionary<string, Tensor>();
         var kvSweeps = new Dictionary<string, List<SweepPoint>>();
         Tensor? kvTestFlat = null;
         KvInput? promptTest = null; // the test prompts' states at every position (the prompt-reading arm's input, and Phase 3's)
+        var kvModules = new List<IDisposable>(); // the trained KV predictors, disposed after Phase 3
         if (kv)
         {
             sw.Restart();
@@ -158,24 +161,13 @@ public static class ShortcutEvaluation
             Say($"kv-prefix oracle {kvOracle.Accuracy}, mean {kvMean.Accuracy}");
             kvTestFlat = KvPrefixPredictor.Flatten(slotTest);
 
-            using var promptTrain = KvInput.Prompts(teacher, train.Select(x => x.PromptIds).ToList(), o.Point, o.EvalBatch);
-            promptTest = KvInput.Prompts(teacher, test.Select(x => x.PromptIds).ToList(), o.Point, o.EvalBatch);
-            foreach (var (arm, input, testInput, what) in new[]
-                     {
-                         (KvPrefix, new KvInput(preTrain, null), new KvInput(preTest, null), "q(h_pre)"),
-                         (KvPrefixPrompt, promptTrain, promptTest, "q(prompt states)"),
-                     })
+            // One predicted KV arm on the test problems: its answers, its row, its scale sweep, its controls.
+            void KvArm(string arm, string what, IReadOnlyList<(Tensor Keys, Tensor Values)> slotPred, double extraFlops, string notes,
+                Func<IReadOnlyList<TaskProblem>, ArmLatents, IReadOnlyList<(Tensor Keys, Tensor Values)>> phase3)
             {
-                sw.Restart();
-                var q = KvPrefixTraining.Train(teacher, fmt, train, input, slotTrain, budget(o.KvLearningRate), o.KvLambda,
-                    Path.Combine(outDir, "train-" + arm), log);
-                kvPredictors[arm] = q;
-                var slotPred = q.Predict(testInput);
                 var answers = KvPrefixInjection.Answer(teacher, fmt, problems, slotPred, o.EvalBatch);
                 arms.Add(Result(arm, ArmRole.Method, $"prompt ++ {what}'s keys/values for the {k} slots at every layer ++ </think>", answers,
-                    ArmsCommon.ModuleFlops(q), budget(o.KvLearningRate).Flops(c, shortcutSeq + k),
-                    $"KV predictor ({(input.IsPrompt ? "slot queries attending over the prompt's states" : "MLP on h_pre")}) trained {o.TrainSteps} steps × {o.TrainBatch}: " +
-                    $"answer CE through the frozen teacher + {o.KvLambda}·MSE to the true slot cache"));
+                    extraFlops, budget(o.KvLearningRate).Flops(c, shortcutSeq + k), notes));
                 Say($"{arm} (predicted) {answers.Accuracy}");
                 // Its scale sweep: the prediction's departure from the mean cache, scaled (1 = the prediction, 0 = the floor).
                 var points = new List<SweepPoint>();
@@ -189,15 +181,44 @@ public static class ShortcutEvaluation
                 kvSweeps[arm] = points;
                 controls[arm] = (kvOracle, kvMean);
                 predicted[arm] = answers;
+                kvPredictors[arm] = phase3;
                 kvPredFlat[arm] = KvPrefixPredictor.Flatten(slotPred);
                 foreach (var (x, y) in slotPred) { x.Dispose(); y.Dispose(); }
             }
+
+            using var promptTrain = KvInput.Prompts(teacher, train.Select(x => x.PromptIds).ToList(), o.Point, o.EvalBatch);
+            promptTest = KvInput.Prompts(teacher, test.Select(x => x.PromptIds).ToList(), o.Point, o.EvalBatch);
+            foreach (var (arm, input, testInput, what) in new[]
+                     {
+                         (KvPrefix, new KvInput(preTrain, null), new KvInput(preTest, null), "q(h_pre)"),
+                         (KvPrefixPrompt, promptTrain, promptTest, "q(prompt states)"),
+                     })
+            {
+                sw.Restart();
+                var q = KvPrefixTraining.Train(teacher, fmt, train, input, slotTrain, budget(o.KvLearningRate), o.KvLambda,
+                    Path.Combine(outDir, "train-" + arm), log);
+                kvModules.Add(q);
+                // Its input travels with the latents, so an intervention hands over the twin's prompt.
+                KvArm(arm, what, q.Predict(testInput), ArmsCommon.ModuleFlops(q),
+                    $"KV predictor ({(input.IsPrompt ? "slot queries attending over the prompt's states" : "MLP on h_pre")}) trained {o.TrainSteps} steps × {o.TrainBatch}: " +
+                    $"answer CE through the frozen teacher + {o.KvLambda}·MSE to the true slot cache",
+                    (ps, h) => q.Predict(q.ReadsPrompt ? h.Prompt! : new KvInput(h.Pre, null)));
+            }
+
+            sw.Restart();
+            var kvStudent = KvPrefixStudent.Train(teacher, fmt, train, slotTrain, budget(o.LoraLearningRate), o.LoraRank, o.LoraLambda,
+                Path.Combine(outDir, "train-" + KvPrefixStudentArm), log);
+            kvModules.Add(kvStudent);
+            KvArm(KvPrefixStudentArm, $"a LoRA r={o.LoraRank} copy of the teacher over prompt ++ slots", kvStudent.Predict(test.Select(x => x.PromptIds).ToList(), o.EvalBatch),
+                test.Average(x => kvStudent.Flops(x.PromptIds.Length)),
+                $"LoRA student of the teacher's layers trained {o.TrainSteps} steps × {o.TrainBatch}: answer CE through the frozen teacher + " +
+                $"{o.LoraLambda}·rel-MSE to the true slot cache; the teacher answers from them unchanged",
+                (ps, h) => kvStudent.Predict(h.PromptIds!, o.EvalBatch));
             foreach (var (x, y) in slotTest.Concat(slotTrain).Concat(meanSlots)) { x.Dispose(); y.Dispose(); }
         }
         else
-            foreach (var arm in new[] { KvPrefix, KvPrefixPrompt })
+            foreach (var arm in new[] { KvPrefix, KvPrefixPrompt, KvPrefixStudentArm })
                 arms.Add(Arm.NotRun(arm, "predicted KV prefix", ArmRole.Method, "needs a teacher trained on bottleneck traces (teacher train --bottleneck k)"));
-
         var sweeps = new List<ScaleSweep>
         {
             new(ResidualDelta, "alpha", o.Alphas.Select((a, i) => new SweepPoint(a, deltaSweep[i].Accuracy)).ToList()),
@@ -210,7 +231,8 @@ public static class ShortcutEvaluation
         int n3 = Math.Min(o.Phase3Problems, problems.Count);
         var idx3 = Enumerable.Range(0, n3).ToList();
         var orig = idx3.Select(i => problems[i]).ToList();
-        var latOrig = new ArmLatents(ArmsCommon.Rows(preTest, idx3), ArmsCommon.Rows(hatTest, idx3), promptTest?.Rows(idx3));
+        var latOrig = new ArmLatents(ArmsCommon.Rows(preTest, idx3), ArmsCommon.Rows(hatTest, idx3), promptTest?.Rows(idx3),
+            idx3.Select(i => test[i].PromptIds).ToList());
         var cfs = orig.Select((p, i) => family.Edit(p, EditKind.Counterfactual, o.Seed * 1_000_003 + i)).ToList();
         var nus = orig.Select((p, i) => family.Edit(p, EditKind.Nuisance, o.Seed * 1_000_003 + i)).ToList();
         // States of new problems (twins, longer ones) come through the latent store's one path and rule: h_pre at the
@@ -218,7 +240,8 @@ public static class ShortcutEvaluation
         // the traces whose thinking closed, as Phase 0 reads them.
         ArmLatents LatentsFor(IReadOnlyList<TaskProblem> ps)
         {
-            var prompt = KvInput.Prompts(teacher, ps.Select(p => fmt.PromptIds(p, true)).ToList(), o.Point, o.EvalBatch);
+            var ids = ps.Select(p => fmt.PromptIds(p, true)).ToList();
+            var prompt = KvInput.Prompts(teacher, ids, o.Point, o.EvalBatch);
             var pre = prompt.LastStates();
             if (predictor is OraclePredictor oracle)
             {
@@ -226,7 +249,7 @@ public static class ShortcutEvaluation
                     new ExtractionOptions { Point = o.Point, K = k, BatchSize = o.EvalBatch });
                 if (set.Samples.Count > 0) oracle.Register(set.Pre, set.Post);
             }
-            return new ArmLatents(pre, ArmsCommon.PredictAll(predictor, pre), prompt);
+            return new ArmLatents(pre, ArmsCommon.PredictAll(predictor, pre), prompt, ids);
         }
         var latCf = LatentsFor(cfs.Select(e => e.Edited).ToList());
         var latNu = LatentsFor(nus.Select(e => e.Edited).ToList());
@@ -244,12 +267,11 @@ public static class ShortcutEvaluation
         {
             [Thinking] = thinking, [Direct] = direct, [Distillation] = distill, [SoftTokens] = soft, [ResidualDelta] = delta, [LoraArm] = loraAnswers,
         };
-        foreach (var (arm, q) in kvPredictors)
+        foreach (var (arm, predict) in kvPredictors)
         {
             phase3Arms.Add(new(arm, true, (ps, h) =>
             {
-                // Its input travels with the latents, so an intervention hands over the twin's prompt.
-                var slots = q.Predict(q.ReadsPrompt ? h.Prompt! : new KvInput(h.Pre, null));
+                var slots = predict(ps, h);
                 try { return KvPrefixInjection.Answer(teacher, fmt, ps, slots, o.EvalBatch); }
                 finally { foreach (var (x, y) in slots) { x.Dispose(); y.Dispose(); } }
             }));
@@ -307,7 +329,7 @@ public static class ShortcutEvaluation
 
         foreach (var l in new[] { latOrig, latCf, latNu }) l.Dispose();
         promptTest?.Dispose();
-        foreach (var q in kvPredictors.Values) q.Dispose();
+        foreach (var q in kvModules) q.Dispose();
         foreach (var f in kvPredFlat.Values) f.Dispose();
         kvTestFlat?.Dispose();
         hatTrain.Dispose();
