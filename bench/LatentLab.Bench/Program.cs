@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 
 // Benchmarks print throughput as a fraction of a yardstick measured in this same process: the best rate of square
 // matmuls (256, 512, 1024, 2048) per dtype. So the figures mean the same on any machine, and a fraction above 100%
-// would mean the yardstick is wrong. Usage: dotnet run -c Release --project bench/LatentLab.Bench [train|extract|checksum|all]
+// would mean the yardstick is wrong. Usage: dotnet run -c Release --project bench/LatentLab.Bench [train|extract|checksum|probe|all]
 var which = args.Length > 0 ? args[0] : "all";
 if (which == "checksum")
 {
@@ -16,6 +16,31 @@ if (which == "checksum")
 }
 TorchRuntime.Initialize();
 Console.WriteLine($"cpu: {CpuInfo.Describe()}");
+if (which == "probe")
+{
+    // The compute probe's spread on this machine: 12 probes at the demo teacher's widths, each rated two ways (the
+    // fastest pass, what ComputePolicy uses, and the median pass), with the choice each rating would make. Run it
+    // quiet and again beside a load (e.g. a build) to see which rating keeps its choice.
+    var shapes = ComputePolicy.Shapes(LatentLab.Teacher.TeacherModel.DefaultConfig(
+        LatentLab.Teacher.TeacherFormat.Create(LatentLab.Tasks.TaskRegistry.Get("addition")).Tokenizer));
+    static double Mid(List<double> t) { var c = t.OrderBy(x => x).ToList(); return c[c.Count / 2]; }
+    string Pick(double b, double f) => b >= ComputePolicy.Bf16Advantage * f ? "bf16" : "f32";
+    int bestFlips = 0, medianFlips = 0;
+    string? firstBest = null, firstMedian = null;
+    for (int i = 0; i < 12; i++)
+    {
+        var (t16, t32, flops) = ComputePolicy.ProbeSamples(CPU, shapes);
+        double bb = flops / t16.Min() / 1e9, bf = flops / t32.Min() / 1e9, mb = flops / Mid(t16) / 1e9, mf = flops / Mid(t32) / 1e9;
+        string pb = Pick(bb, bf), pm = Pick(mb, mf);
+        firstBest ??= pb;
+        firstMedian ??= pm;
+        if (pb != firstBest) bestFlips++;
+        if (pm != firstMedian) medianFlips++;
+        Console.WriteLine($"probe {i + 1,2}: fastest pass bf16 {bb,6:F1} f32 {bf,6:F1} GFLOP/s → {pb,-4}   median pass bf16 {mb,6:F1} f32 {mf,6:F1} → {pm}");
+    }
+    Console.WriteLine($"choices that differ from the first probe's: fastest-pass rating {bestFlips}/11, median-pass rating {medianFlips}/11");
+    return;
+}
 Console.WriteLine($"threads={get_num_threads()}  fix-up: {TorchRuntime.FixupStatus}");
 
 var yard = new Dictionary<ScalarType, double>();

@@ -132,11 +132,24 @@ public static class ComputePolicy
     }
 
     /// <summary>
-    /// Median GFLOP/s of the matmuls a linear layer runs at these (in, out) widths (at least 512 rows, the weight
+    /// Best GFLOP/s (fastest of the interleaved passes) of the matmuls a linear layer runs at these (in, out) widths (at least 512 rows, the weight
     /// cast included as DecoderLM does it), in bf16 and f32. A few milliseconds where bf16 is native; where it
-    /// is emulated (ONEDNN_MAX_CPU_ISA=AVX2 reproduces that on a bf16-capable CPU) one sample settles it.
+    /// is emulated (ONEDNN_MAX_CPU_ISA=AVX2 reproduces that on a bf16-capable CPU) two passes settle it.
     /// </summary>
     public static (double Bf16, double F32) Probe(Device device, IReadOnlyList<(int In, int Out)> widths, int rows = 512, int repeats = 7)
+    {
+        var (t16, t32, flops) = ProbeSamples(device, widths, rows, repeats);
+        return (flops / t16.Min() / 1e9, flops / t32.Min() / 1e9);
+    }
+
+    /// <summary>
+    /// The probe's raw samples: seconds per pass over the widths, bf16 and f32 interleaved (after one warm-up of each),
+    /// and the FLOPs of one pass. <see cref="Probe"/> rates each dtype by its fastest pass: load from other processes
+    /// only ever slows a pass, so the fastest is the closest to what the hardware does, where a median of a few passes
+    /// can be dragged down for one dtype by a burst that happened to fall on its passes.
+    /// </summary>
+    public static (List<double> Bf16Seconds, List<double> F32Seconds, double Flops) ProbeSamples(Device device, IReadOnlyList<(int In, int Out)> widths,
+        int rows = 512, int repeats = 7)
     {
         TorchRuntime.Initialize();
         if (widths.Count == 0 || widths.Any(w => w.In < 1 || w.Out < 1)) throw new ArgumentException("compute probe needs positive (in, out) widths");
@@ -174,10 +187,11 @@ public static class ComputePolicy
         {
             t32.Add(Once(ScalarType.Float32));
             t16.Add(Once(ScalarType.BFloat16));
-            if (t16[^1] > 10 * t32.Min()) break; // emulated bf16 (~90× slower): one sample settles it, the rest would take seconds
+            // Emulated bf16 (~90× slower): two passes settle it, the rest would take seconds. Not one: a single pass
+            // preempted by another process can be 50× slow on native bf16 (the probe bench caught it picking f32 so).
+            if (t16.Count >= 2 && t16.Min() > 10 * t32.Min()) break;
         }
-        static double Median(List<double> t) { t.Sort(); return t[t.Count / 2]; }
-        return (flops / Median(t16) / 1e9, flops / Median(t32) / 1e9);
+        return (t16, t32, flops);
     }
 
     static bool CudaSupportsBf16(Device device)
