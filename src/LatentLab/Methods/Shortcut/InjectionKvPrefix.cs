@@ -21,28 +21,50 @@ public static class KvPrefixInjection
     {
         if (fmt.Slots == 0) throw new NotSupportedException($"{fmt}: the KV-prefix arm needs a teacher trained on bottleneck traces (teacher train --bottleneck k)");
         int k = fmt.Slots, layers = teacher.Config.NumLayers;
-        var keys = new Tensor[samples.Count][];
-        var values = new Tensor[samples.Count][];
-        using var _ = no_grad();
         var cuts = samples.Select(s => s.TraceIds[..(s.PostPosition + 1)]).ToList();
-        foreach (var idx in ArmsCommon.LengthBatches(cuts, batchSize))
+        return Gather(cuts.Count, ArmsCommon.LengthBatches(cuts, batchSize), idx =>
         {
-            using var scope = NewDisposeScope();
             int t = cuts[idx[0]].Length;
             var layouts = idx.Select(i => fmt.Layout(cuts[i], samples[i].PromptIds.Length)).ToList();
             if (layouts.Any(l => l is null)) throw new InvalidDataException("a sample's trace has no bottleneck slots");
             var (positions, expiry) = SequenceLayout.Batch(layouts, idx.Select(_ => t).ToList(), t);
             var ids = tensor(idx.SelectMany(i => cuts[i].Select(x => (long)x)).ToArray()).view(idx.Length, t).to(teacher.Device);
-            using var cache = new KvCache(layers);
+            var cache = new KvCache(layers);
             teacher.Forward(ids, cache: cache, logits: LogitsMode.None, positions: positions.to(teacher.Device), keyExpiry: expiry.to(teacher.Device)).Dispose();
-            for (int j = 0; j < idx.Length; j++)
+            return (cache, t - k, k);
+        });
+    }
+
+    /// <summary>
+    /// Runs <paramref name="run"/> on each batch of row indices (it fills a cache and says where the slots start and how
+    /// many there are) and gathers every layer's slot keys and values into [n, kv_heads, k, head_dim] CPU tensors (in
+    /// <paramref name="dtype"/>, or the cache's own), rows in the original order, without gradient.
+    /// </summary>
+    public static IReadOnlyList<(Tensor Keys, Tensor Values)> Gather(int n, IEnumerable<int[]> batches, Func<int[], (KvCache Cache, int Start, int Count)> run,
+        ScalarType? dtype = null)
+    {
+        var result = new List<(Tensor Keys, Tensor Values)>();
+        using var _ = no_grad();
+        foreach (var idx in batches)
+        {
+            using var scope = NewDisposeScope();
+            var (cache, start, count) = run(idx);
+            using (cache)
             {
-                keys[idx[j]] = Enumerable.Range(0, layers).Select(l => cache.Keys(l)!.narrow(0, j, 1).narrow(2, t - k, k).cpu().DetachFromDisposeScope()).ToArray();
-                values[idx[j]] = Enumerable.Range(0, layers).Select(l => cache.Values(l)!.narrow(0, j, 1).narrow(2, t - k, k).cpu().DetachFromDisposeScope()).ToArray();
+                var rows = tensor(idx.Select(i => (long)i).ToArray());
+                for (int l = 0; l < cache.NumLayers; l++)
+                {
+                    var key = cache.Keys(l)!.narrow(2, start, count).cpu();
+                    var value = cache.Values(l)!.narrow(2, start, count).cpu();
+                    if (dtype is { } dt) (key, value) = (key.to(dt), value.to(dt));
+                    if (result.Count == l)
+                        result.Add((zeros(new[] { (long)n }.Concat(key.shape.Skip(1)).ToArray(), dtype: key.dtype).DetachFromDisposeScope(),
+                                    zeros(new[] { (long)n }.Concat(value.shape.Skip(1)).ToArray(), dtype: value.dtype).DetachFromDisposeScope()));
+                    result[l].Keys.index_copy_(0, rows, key);
+                    result[l].Values.index_copy_(0, rows, value);
+                }
             }
         }
-        var result = Enumerable.Range(0, layers).Select(l => (cat(keys.Select(x => x[l]).ToList(), 0), cat(values.Select(x => x[l]).ToList(), 0))).ToList();
-        foreach (var t in keys.Concat(values).SelectMany(x => x)) t.Dispose();
         return result;
     }
 

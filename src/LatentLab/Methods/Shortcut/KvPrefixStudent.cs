@@ -39,29 +39,16 @@ public sealed class KvPrefixStudent : IDisposable
     public IReadOnlyList<(Tensor Keys, Tensor Values)> Predict(IReadOnlyList<int[]> prompts, int batchSize = 128)
     {
         int layers = Model.Config.NumLayers;
-        var keys = new Tensor[prompts.Count][];
-        var values = new Tensor[prompts.Count][];
-        using var _ = no_grad();
-        foreach (var idx in ArmsCommon.LengthBatches(prompts, batchSize))
+        return KvPrefixInjection.Gather(prompts.Count, ArmsCommon.LengthBatches(prompts, batchSize), idx =>
         {
-            using var scope = NewDisposeScope();
             int p = prompts[idx[0]].Length;
             var ids = tensor(idx.SelectMany(i => prompts[i].Concat(Enumerable.Repeat(slotId, Slots)).Select(x => (long)x)).ToArray())
                 .view(idx.Length, p + Slots).to(Model.Device);
-            using var cache = new KvCache(layers);
+            var cache = new KvCache(layers);
             Model.Forward(ids, cache: cache, logits: LogitsMode.None).Dispose();
-            for (int j = 0; j < idx.Length; j++)
-            {
-                keys[idx[j]] = Enumerable.Range(0, layers).Select(l => SlotRows(cache.Keys(l)!, j, p).DetachFromDisposeScope()).ToArray();
-                values[idx[j]] = Enumerable.Range(0, layers).Select(l => SlotRows(cache.Values(l)!, j, p).DetachFromDisposeScope()).ToArray();
-            }
-        }
-        var result = Enumerable.Range(0, layers).Select(l => (cat(keys.Select(x => x[l]).ToList(), 0), cat(values.Select(x => x[l]).ToList(), 0))).ToList();
-        foreach (var t in keys.Concat(values).SelectMany(x => x)) t.Dispose();
-        return result;
+            return (cache, p, Slots);
+        }, ScalarType.Float32);
     }
-
-    Tensor SlotRows(Tensor layerCache, int row, int p) => layerCache.narrow(0, row, 1).narrow(2, p, Slots).to(ScalarType.Float32).cpu().contiguous();
 
     /// <param name="slotTrain">The teacher's own slot cache of the training samples (the MSE target), as <see cref="KvPrefixInjection.SlotCache"/> gives it.</param>
     public static KvPrefixStudent Train(DecoderLM teacher, TraceFormat fmt, IReadOnlyList<TraceSample> train,
