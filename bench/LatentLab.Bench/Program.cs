@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 
 // Benchmarks print throughput as a fraction of a yardstick measured in this same process: the best rate of square
 // matmuls (256, 512, 1024, 2048) per dtype. So the figures mean the same on any machine, and a fraction above 100%
-// would mean the yardstick is wrong. Usage: dotnet run -c Release --project bench/LatentLab.Bench [train|extract|checksum|probe|all]
+// would mean the yardstick is wrong. Usage: dotnet run -c Release --project bench/LatentLab.Bench [train|teacher|extract|checksum|probe|all]
 var which = args.Length > 0 ? args[0] : "all";
 if (which == "checksum")
 {
@@ -103,6 +103,52 @@ if (which is "train" or "all")
         Console.WriteLine($"train step 4L d=256 8x256, compute {TorchRuntime.DTypeName(compute)}: {8 * 256 / secs:F0} tokens/s, " +
                           $"{Of(gflops, ScalarType.Float32)} (goal ≥ 60%)" +
                           (compute == ScalarType.Float32 ? "" : $"; {gflops / yard[compute]:P0} of the {TorchRuntime.DTypeName(compute)} yardstick"));
+    }
+}
+
+if (which is "teacher" or "all")
+{
+    // The demo teacher's own training step, timed by part: batch construction (problems, traces, layouts) on the
+    // CPU, forward + loss, backward, clipping + AdamW. Where the time goes decides what a faster demo must change.
+    var o = new LatentLab.Teacher.TeacherOptions { BottleneckSlots = 4 };
+    var fmt = LatentLab.Teacher.TeacherFormat.Create(LatentLab.Tasks.TaskRegistry.Get(o.Task), o.BottleneckSlots);
+    var cfg = LatentLab.Teacher.TeacherModel.DefaultConfig(fmt.Tokenizer, o.Hidden, o.Layers, o.Heads);
+    int difficulty = fmt.Family.Difficulty.Default;
+    foreach (var compute in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+    {
+        TorchRuntime.Seed(0);
+        using var model = new DecoderLM(cfg) { ComputeDType = compute };
+        model.train();
+        using var opt = optim.AdamW(model.parameters(), lr: 1e-3);
+        var parameters = model.parameters().ToList();
+        double data = 0, fwd = 0, bwd = 0, upd = 0;
+        long tokens = 0, lossTokens = 0;
+        const int steps = 20;
+        for (int step = -3; step < steps; step++)
+        {
+            using var scope = NewDisposeScope();
+            var sw = Stopwatch.StartNew();
+            var (ids, targets, mask, lt, positions, expiry) = LatentLab.Teacher.TeacherTraining.BatchTensors(fmt, o, difficulty, step + 3, 0);
+            double t0 = sw.Elapsed.TotalSeconds;
+            opt.zero_grad();
+            using var output = model.Forward(ids, attentionMask: mask, positions: positions, keyExpiry: expiry);
+            var loss = nn.functional.cross_entropy(output.Logits!.view(-1, cfg.VocabSize), targets.view(-1), ignore_index: -100);
+            loss.item<float>();
+            double t1 = sw.Elapsed.TotalSeconds;
+            loss.backward();
+            double t2 = sw.Elapsed.TotalSeconds;
+            LatentLab.Training.Gradients.ClipGlobalNorm(parameters, 1.0);
+            opt.step();
+            double t3 = sw.Elapsed.TotalSeconds;
+            if (step < 0) continue; // warm-up
+            data += t0; fwd += t1 - t0; bwd += t2 - t1; upd += t3 - t2;
+            tokens += ids.numel(); lossTokens += lt;
+        }
+        double total = data + fwd + bwd + upd;
+        double gflops = 3 * Throughput.DecoderForwardFlops(cfg, 1, 1) * tokens / total / 1e9;
+        Console.WriteLine($"demo teacher step (batch {o.BatchSize}, {tokens / steps} tokens/step, {lossTokens / steps} loss tokens), compute {TorchRuntime.DTypeName(compute)}: " +
+                          $"{total / steps * 1e3:F0} ms/step = data {data / total:P0}, forward {fwd / total:P0}, backward {bwd / total:P0}, update {upd / total:P0}; " +
+                          $"{lossTokens / total:F0} loss tokens/s, ~{Of(gflops, compute)}");
     }
 }
 

@@ -91,29 +91,7 @@ public static class TeacherTraining
         var trainDir = Path.Combine(o.OutDir, "train");
         var compute = ComputePolicy.Apply(o.Compute, model, Path.Combine(trainDir, "config.json"), log);
 
-        var trainable = new Trainable(model, (step, micro) =>
-        {
-            // The batch is a pure function of (seed, step, micro): a resumed run sees the same data.
-            long s = Seeds.For(o.Seed, step, micro);
-            var problems = TaskSplits.Generate(family, Split.Train, o.BatchSize, difficulty, s);
-            var rng = new Random(unchecked((int)s));
-            var seqs = problems.Select(p =>
-            {
-                bool thinking = rng.NextDouble() < o.ThinkingFraction;
-                return thinking && fmt.Slots > 0 && rng.NextDouble() < o.BottleneckFraction ? fmt.Trace.BottleneckSequence(p) : fmt.Sequence(p, thinking);
-            }).ToList();
-            var (ids, targets, mask, lossTokens) = fmt.Batch(seqs);
-            Tensor? positions = null, expiry = null;
-            if (fmt.Slots > 0)
-            {
-                // Inputs are each sequence but its last token, so their layouts are cut the same way.
-                var layouts = seqs.Select(q => fmt.Trace.Layout(q.Ids, q.PromptLength)?.Take(q.Ids.Length - 1)).ToList();
-                (positions, expiry) = SequenceLayout.Batch(layouts, seqs.Select(q => q.Ids.Length - 1).ToList(), (int)ids.shape[1]);
-            }
-            using var output = model.Forward(ids.to(device), attentionMask: mask.to(device), positions: positions?.to(device), keyExpiry: expiry?.to(device));
-            var loss = nn.functional.cross_entropy(output.Logits!.view(-1, config.VocabSize), targets.to(device).view(-1), ignore_index: -100);
-            return new TrainLoss(loss, lossTokens);
-        });
+        var trainable = new Trainable(model, (step, micro) => BatchLoss(model, fmt, o, difficulty, device, step, micro));
 
         var trainerConfig = new TrainerConfig
         {
@@ -150,6 +128,42 @@ public static class TeacherTraining
             result.Train.Steps, result.Train.FinalLoss, cells);
         WriteReport(report, o, family);
         return report;
+    }
+
+    /// <summary>
+    /// The loss of one training micro-batch: a pure function of (seed, step, micro), so a resumed run sees the same
+    /// data. Thinking and direct examples are mixed by <see cref="TeacherOptions.ThinkingFraction"/>, and a share
+    /// <see cref="TeacherOptions.BottleneckFraction"/> of the thinking ones is laid out as bottleneck traces.
+    /// </summary>
+    public static TrainLoss BatchLoss(DecoderLM model, TeacherFormat fmt, TeacherOptions o, int difficulty, Device device, long step, int micro)
+    {
+        var (ids, targets, mask, lossTokens, positions, expiry) = BatchTensors(fmt, o, difficulty, step, micro);
+        using var output = model.Forward(ids.to(device), attentionMask: mask.to(device), positions: positions?.to(device), keyExpiry: expiry?.to(device));
+        var loss = nn.functional.cross_entropy(output.Logits!.view(-1, model.Config.VocabSize), targets.to(device).view(-1), ignore_index: -100);
+        return new TrainLoss(loss, lossTokens);
+    }
+
+    /// <summary>The tensors of one training micro-batch (see <see cref="BatchLoss"/>), on the CPU.</summary>
+    public static (Tensor Ids, Tensor Targets, Tensor Mask, long LossTokens, Tensor? Positions, Tensor? Expiry) BatchTensors(
+        TeacherFormat fmt, TeacherOptions o, int difficulty, long step, int micro)
+    {
+        long s = Seeds.For(o.Seed, step, micro);
+        var problems = TaskSplits.Generate(fmt.Family, Split.Train, o.BatchSize, difficulty, s);
+        var rng = new Random(unchecked((int)s));
+        var seqs = problems.Select(p =>
+        {
+            bool thinking = rng.NextDouble() < o.ThinkingFraction;
+            return thinking && fmt.Slots > 0 && rng.NextDouble() < o.BottleneckFraction ? fmt.Trace.BottleneckSequence(p) : fmt.Sequence(p, thinking);
+        }).ToList();
+        var (ids, targets, mask, lossTokens) = fmt.Batch(seqs);
+        Tensor? positions = null, expiry = null;
+        if (fmt.Slots > 0)
+        {
+            // Inputs are each sequence but its last token, so their layouts are cut the same way.
+            var layouts = seqs.Select(q => fmt.Trace.Layout(q.Ids, q.PromptLength)?.Take(q.Ids.Length - 1)).ToList();
+            (positions, expiry) = SequenceLayout.Batch(layouts, seqs.Select(q => q.Ids.Length - 1).ToList(), (int)ids.shape[1]);
+        }
+        return (ids, targets, mask, lossTokens, positions, expiry);
     }
 
     /// <summary>
