@@ -83,7 +83,10 @@ public static class StepSegmenter
         }
 
         var steps = new List<StepSpan>();
-        int from = 0;
+        // A model that opens the block itself (Qwen3's template ends the prompt before "<think>") wrote the opening
+        // marker first: it is no step.
+        int from = 0, open = text.IndexOf(fmt.Chat.ThinkStart, StringComparison.Ordinal);
+        if (open >= 0 && open < thinkEnd && text[..open].Trim().Length == 0) from = open + fmt.Chat.ThinkStart.Length;
         while (from < thinkEnd)
         {
             int cut = thinkEnd, sepLength = 0;

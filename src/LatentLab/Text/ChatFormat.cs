@@ -36,6 +36,9 @@ public sealed class ChatFormat
     /// <summary>The text that closes the thinking block.</summary>
     public string ThinkEnd { get; }
 
+    /// <summary>The text that opens it: in the prompt for Plain and Gemma, written by the model itself for Qwen3.</summary>
+    public string ThinkStart => CharTokenizer.ThinkStart;
+
     /// <summary>The text a finished trace ends with (where generation should stop).</summary>
     public string EndOfTurn { get; }
 
