@@ -17,12 +17,13 @@ public static class RJepaCommands
 {
     public static Command Create()
     {
-        var root = new Command("rjepa", "R-JEPA: a JEPA over the hidden states of a model's own reasoning steps; score, RERANK and NUDGE");
+        var root = new Command("rjepa", "R-JEPA: a JEPA over the hidden states of a model's own reasoning steps; score, RERANK, NUDGE and PLAN");
         root.Add(Extract());
         root.Add(Train());
         root.Add(Score());
         root.Add(RerankCmd());
         root.Add(Nudge());
+        root.Add(PlanCmd());
         root.Add(Calibrate());
         root.Add(StudyCmd());
         return root;
@@ -220,6 +221,40 @@ public static class RJepaCommands
         return cmd;
     }
 
+    static Command PlanCmd()
+    {
+        var model = ModelOpt(); var task = TaskOpt(); var point = PointOpt(); var seed = SeedOpt(); var world = WorldOpt();
+        var test = new Option<string>("--test") { Description = "step store whose good traces (every step right) get a step deleted", Required = true };
+        var calib = new Option<string>("--calibration") { Description = "step store whose good traces calibrate the gap threshold (e.g. the validation store)", Required = true };
+        var n = new Option<int>("--n") { Description = "gapped traces (at most)", DefaultValueFactory = _ => new RJepaStudyOptions().PlanCases };
+        var lambdas = new Option<string>("--lambdas") { Description = "strengths the predicted step latent is injected with",
+            DefaultValueFactory = _ => string.Join(",", new RJepaStudyOptions().PlanLambdas.Select(x => x.ToString(CultureInfo.InvariantCulture))) };
+        var output = new Option<string>("--out") { DefaultValueFactory = _ => "runs/rjepa/plan" };
+        var cmd = new Command("plan", "PLAN: delete one interior step of good traces, detect the gap by next-step error, predict the missing step latent and write the step with it injected; graded by the task's step checker")
+            { model, task, point, seed, world, test, calib, n, lambdas, output };
+        cmd.SetAction(pr => CliSupport.Run(() =>
+        {
+            var (m, fmt, _, _) = Load(pr.GetValue(model)!, pr.GetValue(task)!, null);
+            using var _m = m;
+            using var wm = LoadWorld(pr.GetValue(world)!);
+            using var testSet = StepStore.Open(pr.GetValue(test)!, m, fmt.Tokenizer);
+            using var calibSet = StepStore.Open(pr.GetValue(calib)!, m, fmt.Tokenizer);
+            var o = new RJepaStudyOptions { Point = pr.GetValue(point)!, Seed = pr.GetValue(seed), PlanCases = pr.GetValue(n), PlanLambdas = Doubles(pr.GetValue(lambdas)!) };
+            var (plan, detection) = RJepaStudy.PlanStudy(m, fmt, wm, o, calibSet, WorldScoring.Score(wm, calibSet), testSet, WorldScoring.Score(wm, testSet), Console.Out);
+            if (plan is null || detection is null) throw new UserError($"{pr.GetValue(test)}: no trace with three or more right steps to delete one from");
+            Console.WriteLine(plan.ArmsTable());
+            var json = plan.ToJson();
+            json["gap_detection"] = new JsonObject
+            {
+                ["auroc"] = RJepaStudy.Json(detection.Auroc), ["threshold"] = detection.Threshold, ["detected"] = detection.Detected.Value, ["false_alarms"] = detection.FalseAlarms.Value,
+            };
+            StudyFiles.Write(pr.GetValue(output)!, $"# R-JEPA plan\n\nGap detection AUROC {detection.Auroc}; flagged {detection.Detected} " +
+                $"at threshold {detection.Threshold:F3} (false alarms {detection.FalseAlarms}).\n\n{plan.ArmsTable()}\n{plan.PairedTable()}", json);
+            return 0;
+        }));
+        return cmd;
+    }
+
     static Command Calibrate()
     {
         var a = new Option<string>("--model-a") { Description = "the model the world model was trained on", Required = true };
@@ -259,13 +294,15 @@ public static class RJepaCommands
         var valN = new Option<int>("--val-problems") { DefaultValueFactory = _ => d.ValProblems };
         var testN = new Option<int>("--test-problems") { DefaultValueFactory = _ => d.TestProblems };
         var nudgeN = new Option<int>("--nudge-problems") { DefaultValueFactory = _ => d.NudgeProblems };
+        var planN = new Option<int>("--plan-cases") { Description = "gapped test traces for PLAN (0: no PLAN)", DefaultValueFactory = _ => d.PlanCases };
+        var planLambdas = new Option<string>("--plan-lambdas") { DefaultValueFactory = _ => string.Join(",", d.PlanLambdas.Select(x => x.ToString(CultureInfo.InvariantCulture))) };
         var lambdas = new Option<string>("--lambdas") { DefaultValueFactory = _ => string.Join(",", d.Lambdas.Select(x => x.ToString(CultureInfo.InvariantCulture))) };
         var ms = new Option<string>("--candidates") { DefaultValueFactory = _ => string.Join(",", d.CandidateCounts) };
         var compute = CliSupport.ComputeOption();
         var w = new WorldOptions(d.World.Steps);
         var output = new Option<string>("--out") { DefaultValueFactory = _ => d.OutDir };
-        var cmd = new Command("study", "The whole protocol: sampled step stores, world model, score AUROCs, RERANK arms, NUDGE over λ and m; writes report.md, results.json and plots")
-            { model, task, diff, point, seed, teacherSteps, samples, temp, trainN, valN, testN, nudgeN, lambdas, ms, compute, output };
+        var cmd = new Command("study", "The whole protocol: sampled step stores, world model, score AUROCs, RERANK arms, NUDGE over λ and m, PLAN; writes report.md, results.json and plots")
+            { model, task, diff, point, seed, teacherSteps, samples, temp, trainN, valN, testN, nudgeN, lambdas, ms, planN, planLambdas, compute, output };
         foreach (var o in w.Options) cmd.Add(o);
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
@@ -275,6 +312,7 @@ public static class RJepaCommands
                 Point = pr.GetValue(point)!, Seed = pr.GetValue(seed), TeacherSteps = pr.GetValue(teacherSteps), Samples = pr.GetValue(samples),
                 Temperature = pr.GetValue(temp), TrainProblems = pr.GetValue(trainN), ValProblems = pr.GetValue(valN), TestProblems = pr.GetValue(testN),
                 NudgeProblems = pr.GetValue(nudgeN), Lambdas = Doubles(pr.GetValue(lambdas)!), CandidateCounts = Doubles(pr.GetValue(ms)!).Select(x => (int)x).ToList(),
+                PlanCases = pr.GetValue(planN), PlanLambdas = Doubles(pr.GetValue(planLambdas)!),
                 Compute = pr.GetValue(compute)!, OutDir = pr.GetValue(output)!,
             };
             o = o with { World = w.Read(pr, Path.Combine(o.OutDir, "world"), o.Seed) };

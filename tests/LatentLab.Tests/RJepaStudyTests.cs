@@ -23,14 +23,14 @@ public sealed class RJepaStudyTests(RealTokenizers tokenizers) : IDisposable
         var modelDir = TinyCheckpoint.Qwen3(Path.Combine(_dir, "qwen3-tiny"), tokenizers.Qwen3, seed: 9);
         var o = new RJepaStudyOptions
         {
-            Model = modelDir, Task = "addition", Difficulty = 2, Trace = TraceMode.Reference, // a random model never closes its own thinking
+            Model = modelDir, Task = "addition", Difficulty = 3, Trace = TraceMode.Reference, // a random model never closes its own thinking
             TrainProblems = 12, ValProblems = 6, TestProblems = 6, Samples = 2, TrainSamples = 2, BatchSize = 16, Compute = "f32",
             World = new WorldTrainOptions { Steps = 4, BatchSize = 8, EvalEvery = 0, Model = new WorldModelConfig { Width = 32, Layers = 1, PredictorLayers = 1, Heads = 2, MaxSteps = 12 } },
             Lambdas = [0, 0.25], CandidateCounts = [2], NudgeProblems = 2, OutDir = Path.Combine(_dir, "study"),
         };
         // The Qwen3 template's reference trace cuts into the task's own steps, each checked right.
         var fmt = TraceFormat.ForModel(modelDir, TaskRegistry.Get("addition"));
-        var problem = TaskSplits.Generate(fmt.Family, Split.Train, 1, 2, 0)[0];
+        var problem = TaskSplits.Generate(fmt.Family, Split.Train, 1, 3, 0)[0];
         var (ids, promptLength) = fmt.Sequence(problem, thinking: true);
         var steps = StepSegmenter.Segment(fmt, ids, promptLength)!;
         Assert.True(problem.Steps.SequenceEqual(steps.Select(x => x.Text)),
@@ -53,13 +53,21 @@ public sealed class RJepaStudyTests(RealTokenizers tokenizers) : IDisposable
         Assert.Equal(4, r.Nudge!.Arms.Count); // λ = 0, λ = 0.25, m = 2, the oracle
         Assert.All(r.Nudge.Arms, a => Assert.Equal(2, a.Accuracy!.Value.Trials));
 
+        // PLAN ran on the test traces (three steps each: one interior gap per trace).
+        Assert.NotNull(r.Plan);
+        Assert.NotNull(r.GapDetection);
+        Assert.Equal(6, r.Plan!.Problems);
+        Assert.Equal(5, r.Plan.Arms.Count); // the model alone, three λ of the predicted step, the true step
+
         var json = JsonNode.Parse(File.ReadAllText(Path.Combine(o.OutDir, "results.json")))!;
         Assert.Equal(7, json["arms"]!.AsArray().Count);
         Assert.All(json["arms"]!.AsArray(), a => Assert.NotNull(a!["correct"]));
         Assert.NotNull(json["aurocs"]!["trace_mean_error"]);
         Assert.NotNull(json["nudge"]);
+        Assert.NotNull(json["plan"]);
+        Assert.NotNull(json["aurocs"]!["gap_detection"]);
         Assert.Contains("## RERANK", File.ReadAllText(r.ReportPath));
-        foreach (var png in new[] { "rerank_accuracy.png", "nudge_lambda.png", "nudge_accuracy.png", "score_histogram.png" })
+        foreach (var png in new[] { "rerank_accuracy.png", "nudge_lambda.png", "nudge_accuracy.png", "score_histogram.png", "plan_accuracy.png" })
             Assert.True(new FileInfo(Path.Combine(o.OutDir, png)).Length > 0, png);
     }
 }

@@ -259,4 +259,65 @@ public sealed class WorldModelTests : IDisposable
         using var same = model.Forward(ids, hooks: new HookSet([.. zero.Hooks, cap]));
         LatentTestKit.AssertSame(h0, same.Capture(cap.Key));
     }
+
+    [Fact]
+    public void PlanDeletesOneInteriorStepAndWritesTheGapFromItsPrefix()
+    {
+        var (model, fmt) = LatentTestKit.RandomTeacher(seed: 5);
+        using var _ = model;
+        const string point = "blocks.-2.resid_post";
+        var problems = LatentTestKit.Problems(6, digits: 4);
+        // Reference traces: every step right (a random model's own never are).
+        using var set = StepExtraction.Run(model, fmt, problems, new StepOptions { Point = point, Trace = TraceMode.Reference });
+        var cases = GapPlanner.Cases(set, seed: 3);
+        Assert.Equal(6, cases.Count);
+        Assert.Contains(cases, c => c.Gap != cases[0].Gap); // the gap is drawn per trace
+        foreach (var c in cases)
+        {
+            var s = set.Samples[c.Sample];
+            Assert.InRange(c.Gap, 1, s.Steps.Count - 2);
+            // The prefix ends where the deleted step began; the gapped trace is the trace without exactly that step.
+            Assert.Equal(s.Steps[c.Gap].Start, c.Prefix.Length);
+            Assert.Equal(s.TraceIds[..c.Prefix.Length], c.Prefix);
+            var cut = StepSegmenter.Segment(fmt, c.GappedIds, c.PromptIds.Length)!;
+            Assert.Equal(s.Problem.Steps.Where((_, i) => i != c.Gap), cut.Select(x => x.Text));
+        }
+        using var gapped = GapPlanner.Read(model, fmt, cases, new StepOptions { Point = point });
+        for (int i = 0; i < cases.Count; i++) Assert.Equal(set.Samples[cases[i].Sample].Rows - 1, gapped.Samples[i].Rows);
+
+        TorchRuntime.Seed(1);
+        using var wm = new WorldModel(model.Config.HiddenSize, Small);
+        var gen = new StepGenerator(model, fmt, wm, point);
+        using var z = GapPlanner.PredictMissing(wm, cases, gapped);
+        Assert.Equal(new long[] { cases.Count, model.Config.HiddenSize }, z.shape);
+        // No latent, or λ = 0, is the model writing the gap's step alone: plain greedy generation from the prefix.
+        var o = new PlanOptions();
+        var alone = GapPlanner.Fill(gen, model, fmt, cases, gapped, null, 0, o);
+        Assert.Equal(alone.Steps, GapPlanner.Fill(gen, model, fmt, cases, gapped, z, 0, o).Steps);
+        using var plain = new TextGenerator(model).Generate(cases.Select(c => c.Prefix).ToList(),
+            new GenerationConfig(MaxNewTokens: o.MaxStepTokens, Temperature: 0, StopTokens: gen.StepStops));
+        Assert.Equal(plain.Tokens.Select(t => fmt.Tokenizer.Decode(t).Trim()), alone.Steps);
+        // The true step latent injected hard enough changes what is written at the gap.
+        using var truth = stack(cases.Select(c => set.Of(c.Sample)[c.Gap + 1]).ToList(), 0);
+        var forced = GapPlanner.Fill(gen, model, fmt, cases, gapped, truth, 50, o);
+        Assert.NotEqual(alone.Steps, forced.Steps);
+        // The checker grades the written step as the deleted one.
+        for (int i = 0; i < cases.Count; i++)
+            Assert.Equal(alone.Steps[i] == cases[i].Problem.Steps[cases[i].Gap], alone.Correct[i]);
+    }
+
+    [Fact]
+    public void GapDetectionCalibratesItsThresholdOnCompleteTraces()
+    {
+        var p = LatentTestKit.Problems(1)[0];
+        var cases = Enumerable.Range(0, 4).Select(i => new GapCase(i, 1, p, [0], [0], [0])).ToList();
+        var gapped = cases.Select((_, i) => new TraceScore([0.1, i < 3 ? 2.0 : 0.1, 0.1], [0, 0, 0])).ToList();
+        var complete = cases.Select(_ => new TraceScore([0.1, 0.2, 0.1, 0.1], [0, 0, 0, 0])).ToList();
+        var calibration = Enumerable.Range(0, 20).Select(i => new TraceScore([i / 20.0], [0])).ToList();
+        var d = GapPlanner.Detect(cases, gapped, complete, calibration, 0.95);
+        Assert.Equal(0.9, d.Threshold, 10); // the 19th of 20 sorted errors
+        Assert.Equal(3, d.Detected.Successes);
+        Assert.Equal(0, d.FalseAlarms.Successes);
+        Assert.Equal(0.75, d.Auroc.Value, 10); // three gaps above every complete step, one below (0.1 < 0.2)
+    }
 }

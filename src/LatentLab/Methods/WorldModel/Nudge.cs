@@ -51,7 +51,8 @@ public sealed class StepGenerator
     readonly TraceFormat _fmt;
     readonly WorldModel? _wm;
     readonly string _point;
-    readonly int _separator, _thinkEnd, _eos;
+    readonly int[] _separators;
+    readonly int _thinkEnd, _eos;
 
     public StepGenerator(DecoderLM model, TraceFormat fmt, WorldModel? wm, string point)
     {
@@ -61,12 +62,17 @@ public sealed class StepGenerator
         _point = HookPoint.Parse(point).Resolve(model.Config.NumLayers).ToString();
         var rule = StepRule.For(fmt);
         int? One(string s) => fmt.Tokenizer.Encode(s) is [var id] ? id : null;
-        _separator = One(rule.Separators[0]) ?? throw new ArgumentException($"NUDGE needs a step separator that is one token; '{rule}' is not in {fmt}");
+        // Every separator of the rule that is one token ends a step (Qwen3 writes "\n" between steps, "\n\n" between paragraphs).
+        _separators = rule.Separators.Select(One).OfType<int>().Distinct().ToArray();
+        if (_separators.Length == 0) throw new ArgumentException($"NUDGE needs a step separator that is one token; none of '{rule}' is in {fmt}");
         _thinkEnd = One(fmt.Chat.ThinkEnd) ?? throw new ArgumentException($"NUDGE needs '{fmt.Chat.ThinkEnd}' to be one token");
         _eos = fmt.StopTokens[0];
         if (wm is not null && wm.Dim != model.Config.HiddenSize)
             throw new ArgumentException($"the world model reads states of size {wm.Dim}, the model's hidden size is {model.Config.HiddenSize}");
     }
+
+    /// <summary>The tokens that end a step: the step separator, the end-of-thinking marker and the end of turn.</summary>
+    public IReadOnlyList<int> StepStops => [.. _separators, _thinkEnd, _eos];
 
     /// <summary>
     /// The hooks that steer one step: add <paramref name="scale"/>·<paramref name="delta"/> [B, 1, D] at the extraction point
@@ -106,7 +112,7 @@ public sealed class StepGenerator
                 int from = prompts.Max(p => p.Length) - 1;
                 var hooks = delta is null ? null : SteeringHooks(delta.repeat_interleave(m, 0), o.Lambda, from);
                 var cfg = new GenerationConfig(MaxNewTokens: o.MaxStepTokens, Temperature: o.Temperature,
-                    StopTokens: [_separator, _thinkEnd, _eos], Seed: Seeds.For(o.Seed, at, round));
+                    StopTokens: StepStops, Seed: Seeds.For(o.Seed, at, round));
                 using var outcome = gen.Generate(prompts, cfg, hooks: hooks);
                 var steps = outcome.Tokens.Select((t, i) => outcome.MatchedStopToken[i] is int s ? [.. t, s] : t).ToList();
                 sampled += outcome.Sampled.Sum();
@@ -126,7 +132,7 @@ public sealed class StepGenerator
                     int start = prefix[r].Count;
                     prefix[r].AddRange(step);
                     if (step.Length > 0) spans[r].Add((start, prefix[r].Count));
-                    if (step.Length > 0 && step[^1] == _separator) still.Add(r);
+                    if (step.Length > 0 && _separators.Contains(step[^1])) still.Add(r);
                 }
                 open = still;
             }

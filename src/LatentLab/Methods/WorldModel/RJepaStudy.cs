@@ -9,6 +9,7 @@ using LatentLab.Models;
 using LatentLab.Tasks;
 using LatentLab.Teacher;
 using LatentLab.Tensors;
+using static TorchSharp.torch;
 
 namespace LatentLab.Methods.WorldModel;
 
@@ -37,6 +38,9 @@ public sealed record RJepaStudyOptions
     public IReadOnlyList<double> Lambdas { get; init; } = [0, 0.1, 0.25, 0.5];
     public IReadOnlyList<int> CandidateCounts { get; init; } = [4];
     public int NudgeProblems { get; init; } = 150;
+    /// <summary>PLAN: gapped traces made from the good test traces (at most this many; 0 = no PLAN) and the strengths the predicted step is injected with.</summary>
+    public int PlanCases { get; init; } = 150;
+    public IReadOnlyList<double> PlanLambdas { get; init; } = [0.5, 1, 2];
     public int BatchSize { get; init; } = 256;
     public string Compute { get; init; } = "auto";
     public long Seed { get; init; }
@@ -52,7 +56,12 @@ public sealed record RJepaStudyOptions
 
 /// <summary>What the study measured.</summary>
 public sealed record RJepaStudyResult(Study Rerank, Study? Nudge, Auroc TraceAuroc, Auroc TraceMaxAuroc, Auroc StepAuroc, Auroc LogProbAuroc,
-    RerankWeights JepaWeights, RerankWeights MixWeights, string ReportPath, double Seconds);
+    RerankWeights JepaWeights, RerankWeights MixWeights, string ReportPath, double Seconds)
+{
+    /// <summary>PLAN's fill arms (null when not run) and how well the gap was found.</summary>
+    public Study? Plan { get; init; }
+    public GapDetection? GapDetection { get; init; }
+}
 
 /// <summary>
 /// R-JEPA end to end on one model: sampled step traces (train / validation / test stores), the world model trained on
@@ -117,9 +126,21 @@ public static class RJepaStudy
             log.WriteLine(nudge.ArmsTable());
         }
 
-        var report = Write(o, rerank, nudge, (traceAuc, traceMaxAuc, stepAuc, lpAuc), jepaW, mixW, trained, train, test, testScores, sw.Elapsed.TotalSeconds);
+        Study? plan = null;
+        GapDetection? detection = null;
+        if (o.PlanCases > 0)
+        {
+            cancel.ThrowIfCancellationRequested();
+            (plan, detection) = PlanStudy(model, fmt, wm, o, val, valScores, test, testScores, log);
+            if (plan is not null) log.WriteLine(plan.ArmsTable());
+        }
+
+        var report = Write(o, rerank, nudge, plan, detection, (traceAuc, traceMaxAuc, stepAuc, lpAuc), jepaW, mixW, trained, train, test, testScores, sw.Elapsed.TotalSeconds);
         log.WriteLine($"study done in {sw.Elapsed.TotalSeconds:F0} s: {report}");
-        return new RJepaStudyResult(rerank, nudge, traceAuc, traceMaxAuc, stepAuc, lpAuc, jepaW, mixW, report, sw.Elapsed.TotalSeconds);
+        return new RJepaStudyResult(rerank, nudge, traceAuc, traceMaxAuc, stepAuc, lpAuc, jepaW, mixW, report, sw.Elapsed.TotalSeconds)
+        {
+            Plan = plan, GapDetection = detection,
+        };
     }
 
     /// <summary>The study's own teacher (resumes if killed); graded on a few problems only, the study measures the rest.</summary>
@@ -226,9 +247,57 @@ public static class RJepaStudy
         };
     }
 
+    /// <summary>
+    /// PLAN on the good test traces, one interior step deleted from each: gap detection (threshold calibrated on the
+    /// good validation traces), then the gap's step written by the model alone (the floor), with the world model's
+    /// prediction of the missing latent injected at each λ, and with the true step latent injected at λ = 1 (the ceiling).
+    /// Null when no test trace has three right steps.
+    /// </summary>
+    public static (Study? Plan, GapDetection? Detection) PlanStudy(DecoderLM model, TraceFormat fmt, WorldModel wm, RJepaStudyOptions o,
+        StepLatents val, IReadOnlyList<TraceScore> valScores, StepLatents test, IReadOnlyList<TraceScore> testScores, TextWriter log)
+    {
+        var cases = GapPlanner.Cases(test, o.Seed + 19, o.PlanCases);
+        if (cases.Count == 0)
+        {
+            log.WriteLine("plan: no test trace with three or more right steps; PLAN not run");
+            return (null, null);
+        }
+        var t = Stopwatch.StartNew();
+        var po = new PlanOptions { Lambdas = o.PlanLambdas, Seed = o.Seed, BatchSize = o.BatchSize };
+        using var gapped = GapPlanner.Read(model, fmt, cases, o.Steps(0, o.Seed));
+        var gappedScores = WorldScoring.Score(wm, gapped);
+        var calibration = valScores.Where((_, i) => WorldModelTraining.IsGood(val.Samples[i])).ToList();
+        var detection = GapPlanner.Detect(cases, gappedScores, testScores, calibration, po.ThresholdQuantile);
+        log.WriteLine($"plan: {cases.Count} gapped traces; detection AUROC {detection.Auroc}, flagged {detection.Detected} at threshold {detection.Threshold:F3} " +
+            $"(false alarms on the complete traces {detection.FalseAlarms})");
+
+        var gen = new StepGenerator(model, fmt, wm, o.Point);
+        using var predicted = GapPlanner.PredictMissing(wm, cases, gapped);
+        using var truth = stack(cases.Select(c => test.Of(c.Sample)[c.Gap + 1]).ToList(), 0);
+        var arms = new List<Arm>();
+        void Add(string name, string what, ArmRole role, Tensor? latents, double lambda)
+        {
+            var a = Stopwatch.StartNew();
+            var (_, correct) = GapPlanner.Fill(gen, model, fmt, cases, gapped, latents, lambda, po);
+            arms.Add(Arm.Graded(name, what, role, correct, seconds: a.Elapsed.TotalSeconds));
+            log.WriteLine($"plan {name}: {arms[^1].Accuracy}");
+        }
+        Add("model alone", "the gap's step written greedily from the prefix, no latent", ArmRole.Floor, null, 0);
+        foreach (var lambda in o.PlanLambdas.Where(l => l > 0))
+            Add($"predicted step λ = {lambda.ToString(CultureInfo.InvariantCulture)}", "the masked predictor's latent of the missing step (context on both sides), injected by residual steering",
+                ArmRole.Method, predicted, lambda);
+        Add("true step λ = 1", "the deleted step's own latent injected the same way (a perfect predictor)", ArmRole.Ceiling, truth, 1);
+        log.WriteLine($"plan: {t.Elapsed.TotalSeconds:F0} s");
+        var study = new Study("R-JEPA plan", arms)
+        {
+            Pairs = arms.Where(a => a.Role == ArmRole.Method).Select(a => (a.Name, "model alone")).ToList(),
+        };
+        return (study, detection);
+    }
+
     static string F(double x) => x.ToString("F3", CultureInfo.InvariantCulture);
 
-    static string Write(RJepaStudyOptions o, Study rerank, Study? nudge, (Auroc Trace, Auroc Max, Auroc Step, Auroc LogProb) auc,
+    static string Write(RJepaStudyOptions o, Study rerank, Study? nudge, Study? plan, GapDetection? detection, (Auroc Trace, Auroc Max, Auroc Step, Auroc LogProb) auc,
         RerankWeights jepaW, RerankWeights mixW, WorldTrainResult trained, StepLatents train, StepLatents test, IReadOnlyList<TraceScore> testScores, double seconds)
     {
         var single = rerank.Get(RandomSample).Accuracy!.Value;
@@ -267,6 +336,20 @@ public static class RJepaStudy
             sb.AppendLine(nudge.PairedTable());
             sb.AppendLine(nudge.SweepTables());
         }
+        if (plan is not null && detection is not null)
+        {
+            sb.AppendLine();
+            sb.AppendLine($"## PLAN (good test traces, one interior step deleted from each: {plan.Problems} gapped traces)");
+            sb.AppendLine();
+            sb.AppendLine($"Gap detection: the next-step error of the step after the gap vs the same step of the complete trace, AUROC {detection.Auroc}; " +
+                $"with the threshold at the {F(0.95)} quantile of the good validation traces' step errors ({F(detection.Threshold)}), " +
+                $"{detection.Detected} of the gaps are flagged and {detection.FalseAlarms} of the complete steps at the same positions.");
+            sb.AppendLine();
+            sb.AppendLine("Filling: the gap's step is written from the prefix before it; the task's step checker grades it as the deleted step.");
+            sb.AppendLine();
+            sb.AppendLine(plan.ArmsTable());
+            sb.AppendLine(plan.PairedTable());
+        }
         sb.AppendLine($"Whole study: {seconds:F0} s.");
         var json = rerank.ToJson();
         json["aurocs"] = new JsonObject
@@ -278,6 +361,15 @@ public static class RJepaStudy
         json["world_model"] = new JsonObject { ["train_traces"] = trained.TrainTraces, ["final_loss"] = trained.FinalLoss, ["seconds"] = trained.Seconds,
             ["eval"] = new JsonObject(trained.Eval.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(double.IsFinite(kv.Value) ? kv.Value : (double?)null)))) };
         if (nudge is not null) json["nudge"] = nudge.ToJson();
+        if (plan is not null && detection is not null)
+        {
+            json["plan"] = plan.ToJson();
+            json["aurocs"]!["gap_detection"] = Json(detection.Auroc);
+            json["plan"]!["detection"] = new JsonObject
+            {
+                ["threshold"] = detection.Threshold, ["detected"] = detection.Detected.Value, ["false_alarms"] = detection.FalseAlarms.Value,
+            };
+        }
         json["options"] = o.ToJson();
         json["seconds"] = seconds;
         var report = StudyFiles.Write(o.OutDir, sb.ToString(), json);
@@ -288,6 +380,7 @@ public static class RJepaStudy
             StudyPlots.AccuracyVsKnob(new Study("λ", []) { Sweeps = nudge.Sweeps.Take(1).ToList() }, Path.Combine(o.OutDir, "nudge_lambda.png"), "NUDGE: accuracy vs λ", "λ");
             StudyPlots.AccuracyPerArm(nudge, Path.Combine(o.OutDir, "nudge_accuracy.png"), "NUDGE: verified accuracy per arm (Wilson 95%)");
         }
+        if (plan is not null) StudyPlots.AccuracyPerArm(plan, Path.Combine(o.OutDir, "plan_accuracy.png"), "PLAN: filled step right per arm (Wilson 95%)");
         var right = testScores.Where((_, i) => WorldModelTraining.IsGood(test.Samples[i])).Select(s => s.Mean).ToArray();
         var wrong = testScores.Where((_, i) => !WorldModelTraining.IsGood(test.Samples[i])).Select(s => s.Mean).ToArray();
         StudyPlots.Histograms(Path.Combine(o.OutDir, "score_histogram.png"), "Mean next-step error: right vs wrong test traces", "mean next-step error",
@@ -295,7 +388,8 @@ public static class RJepaStudy
         return report;
     }
 
-    static JsonNode Json(Auroc a) => new JsonObject
+    /// <summary>An AUROC as JSON (NaN, with no pairs to count, as null).</summary>
+    public static JsonNode Json(Auroc a) => new JsonObject
     {
         ["value"] = double.IsFinite(a.Value) ? a.Value : null, ["low"] = double.IsFinite(a.Low) ? a.Low : null,
         ["high"] = double.IsFinite(a.High) ? a.High : null, ["positives"] = a.Positives, ["negatives"] = a.Negatives,
