@@ -292,14 +292,14 @@ public sealed class WorldModelTests : IDisposable
         Assert.Equal(new long[] { cases.Count, model.Config.HiddenSize }, z.shape);
         // No latent, or λ = 0, is the model writing the gap's step alone: plain greedy generation from the prefix.
         var o = new PlanOptions();
-        var alone = GapPlanner.Fill(gen, model, fmt, cases, gapped, null, 0, o);
-        Assert.Equal(alone.Steps, GapPlanner.Fill(gen, model, fmt, cases, gapped, z, 0, o).Steps);
+        var alone = GapPlanner.Fill(gen, model, fmt, cases, null, 0, o);
+        Assert.Equal(alone.Steps, GapPlanner.Fill(gen, model, fmt, cases, z, 0, o).Steps);
         using var plain = new TextGenerator(model).Generate(cases.Select(c => c.Prefix).ToList(),
             new GenerationConfig(MaxNewTokens: o.MaxStepTokens, Temperature: 0, StopTokens: gen.StepStops));
         Assert.Equal(plain.Tokens.Select(t => fmt.Tokenizer.Decode(t).Trim()), alone.Steps);
         // The true step latent injected hard enough changes what is written at the gap.
         using var truth = stack(cases.Select(c => set.Of(c.Sample)[c.Gap + 1]).ToList(), 0);
-        var forced = GapPlanner.Fill(gen, model, fmt, cases, gapped, truth, 50, o);
+        var forced = GapPlanner.Fill(gen, model, fmt, cases, truth, 50, o);
         Assert.NotEqual(alone.Steps, forced.Steps);
         // The checker grades the written step as the deleted one.
         for (int i = 0; i < cases.Count; i++)

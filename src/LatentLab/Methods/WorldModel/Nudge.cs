@@ -71,6 +71,9 @@ public sealed class StepGenerator
             throw new ArgumentException($"the world model reads states of size {wm.Dim}, the model's hidden size is {model.Config.HiddenSize}");
     }
 
+    /// <summary>The resolved hook point the steering acts on and step latents are read at.</summary>
+    public string Point => _point;
+
     /// <summary>The tokens that end a step: the step separator, the end-of-thinking marker and the end of turn.</summary>
     public IReadOnlyList<int> StepStops => [.. _separators, _thinkEnd, _eos];
 

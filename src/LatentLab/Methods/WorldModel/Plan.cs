@@ -36,7 +36,8 @@ public sealed record GapDetection(Auroc Auroc, double Threshold, Proportion Dete
 /// as a jump in next-step error above a threshold calibrated on complete traces, the missing step's latent predicted by
 /// the masked predictor from the steps on both sides of the gap, and turned into text by generating the gap's step from
 /// the prefix before it with that latent injected by residual steering (<see cref="StepGenerator.SteeringHooks"/>,
-/// h ← h + λ·(ẑ − h̄) at the extraction layer, h̄ the step before the gap). The task's step checker grades the step.
+/// h ← h + λ·(ẑ − h̄) at the extraction layer, h̄ the latent of the step the model writes there unsteered). The task's
+/// step checker grades the step.
 /// </summary>
 public static class GapPlanner
 {
@@ -110,15 +111,54 @@ public static class GapPlanner
 
     /// <summary>
     /// Writes each case's missing step greedily from its prefix, the latent <paramref name="latents"/> [N, D] injected
-    /// with strength <paramref name="lambda"/> (0, or null latents: the model fills the gap itself) relative to the
-    /// latent of the step before the gap (row <c>gap</c> of <paramref name="gapped"/>). Returns the step texts and
-    /// whether the task's step checker accepts each as step <c>gap</c>.
+    /// with strength <paramref name="lambda"/> (0, or null latents: the model fills the gap itself). The steering moves
+    /// the step toward the latent from where the model would put it: δ = ẑ − h̄, h̄ being the latent of the step the
+    /// model writes there unsteered (the mean of its states over that step, at the hook point), so a latent equal to
+    /// the model's own step changes nothing and the true step's latent steers only where the model would go wrong.
+    /// Returns the step texts and whether the task's step checker accepts each as step <c>gap</c>.
     /// </summary>
     public static (string[] Steps, bool[] Correct) Fill(StepGenerator generator, DecoderLM model, TraceFormat fmt, IReadOnlyList<GapCase> cases,
-        StepLatents gapped, Tensor? latents, double lambda, PlanOptions o)
+        Tensor? latents, double lambda, PlanOptions o)
     {
+        var alone = Write(generator, model, cases, null, 0, o);
+        var tokens = latents is null || lambda == 0 ? alone : Write(generator, model, cases, Baselines(generator, model, cases, alone, latents), lambda, o);
         var texts = new string[cases.Count];
         var correct = new bool[cases.Count];
+        for (int i = 0; i < cases.Count; i++)
+        {
+            var t = tokens[i];
+            texts[i] = fmt.Tokenizer.Decode(t.Length > 0 && generator.StepStops.Contains(t[^1]) ? t[..^1] : t).Trim();
+            correct[i] = StepCheck.Correct(cases[i].Problem, cases[i].Gap, texts[i]);
+        }
+        return (texts, correct);
+    }
+
+    /// <summary>δ = ẑ − h̄ per case [N, D]: h̄ the mean hook state over the step the model wrote unsteered (its stop token
+    /// included, as a step's latent is read; the prefix's last state when it wrote nothing).</summary>
+    static Tensor Baselines(StepGenerator generator, DecoderLM model, IReadOnlyList<GapCase> cases, int[][] alone, Tensor latents)
+    {
+        using var _ = no_grad();
+        var spec = HookSpec.Capture(generator.Point);
+        var rows = new List<Tensor>();
+        for (int i = 0; i < cases.Count; i++)
+        {
+            int[] ids = [.. cases[i].Prefix, .. alone[i]];
+            using var output = model.Forward(tensor(ids.Select(x => (long)x).ToArray()).view(1, -1).to(model.Device), hooks: new HookSet([spec]), logits: LogitsMode.None);
+            var h = output.Capture(spec.Key)[0].to(ScalarType.Float32).cpu();
+            int p = cases[i].Prefix.Length;
+            rows.Add(alone[i].Length == 0 ? h[p - 1] : h.narrow(0, p, alone[i].Length).mean([0]));
+        }
+        var mean = stack(rows, 0);
+        foreach (var r in rows) r.Dispose();
+        var delta = latents.to(ScalarType.Float32).cpu() - mean;
+        mean.Dispose();
+        return delta;
+    }
+
+    /// <summary>Each case's step tokens (its stop token kept), greedy from the prefix, steered by λ·δ when <paramref name="delta"/> is given.</summary>
+    static int[][] Write(StepGenerator generator, DecoderLM model, IReadOnlyList<GapCase> cases, Tensor? delta, double lambda, PlanOptions o)
+    {
+        var steps = new int[cases.Count][];
         var gen = new TextGenerator(model);
         using var _ = no_grad();
         for (int at = 0; at < cases.Count; at += o.BatchSize)
@@ -126,23 +166,14 @@ public static class GapPlanner
             using var scope = NewDisposeScope();
             var idx = Enumerable.Range(at, Math.Min(o.BatchSize, cases.Count - at)).ToList();
             var prompts = idx.Select(i => cases[i].Prefix).ToList();
-            HookSet? hooks = null;
-            if (latents is not null && lambda != 0)
-            {
-                var before = stack(idx.Select(i => gapped.Of(i)[cases[i].Gap]).ToList(), 0);
-                var delta = (latents.index_select(0, tensor(idx.Select(i => (long)i).ToArray())) - before).unsqueeze(1);
-                hooks = generator.SteeringHooks(delta, lambda, GapPosition(prompts));
-            }
+            var hooks = delta is null ? null
+                : generator.SteeringHooks(delta.index_select(0, tensor(idx.Select(i => (long)i).ToArray())).unsqueeze(1), lambda, GapPosition(prompts));
             var cfg = new GenerationConfig(MaxNewTokens: o.MaxStepTokens, Temperature: 0, StopTokens: generator.StepStops);
             using var outcome = gen.Generate(prompts, cfg, hooks: hooks);
             for (int k = 0; k < idx.Count; k++)
-            {
-                int i = idx[k];
-                texts[i] = fmt.Tokenizer.Decode(outcome.Tokens[k]).Trim();
-                correct[i] = StepCheck.Correct(cases[i].Problem, cases[i].Gap, texts[i]);
-            }
+                steps[idx[k]] = outcome.MatchedStopToken[k] is int stop ? [.. outcome.Tokens[k], stop] : outcome.Tokens[k];
         }
-        return (texts, correct);
+        return steps;
     }
 
     /// <summary>Where the injection starts in a batch of prefixes (left-padded to one length): the last prefix token, whose

@@ -278,7 +278,7 @@ public static class RJepaStudy
         void Add(string name, string what, ArmRole role, Tensor? latents, double lambda)
         {
             var a = Stopwatch.StartNew();
-            var (_, correct) = GapPlanner.Fill(gen, model, fmt, cases, gapped, latents, lambda, po);
+            var (_, correct) = GapPlanner.Fill(gen, model, fmt, cases, latents, lambda, po);
             arms.Add(Arm.Graded(name, what, role, correct, seconds: a.Elapsed.TotalSeconds));
             log.WriteLine($"plan {name}: {arms[^1].Accuracy}");
         }
