@@ -295,14 +295,17 @@ public static class RJepaCommands
         var testN = new Option<int>("--test-problems") { DefaultValueFactory = _ => d.TestProblems };
         var nudgeN = new Option<int>("--nudge-problems") { DefaultValueFactory = _ => d.NudgeProblems };
         var planN = new Option<int>("--plan-cases") { Description = "gapped test traces for PLAN (0: no PLAN)", DefaultValueFactory = _ => d.PlanCases };
+        var modelB = new Option<string?>("--model-b") { Description = "cross-model calibration: model B (same tokenizer) whose traces A's world model reranks through an affine map (default, when the study trains its own teacher: a second teacher from seed + 1)" };
+        var noCross = new Option<bool>("--no-cross-model") { Description = "skip the cross-model calibration" };
+        var calibN = new Option<int>("--calibration-traces") { Description = "B's training traces the affine map is fitted on", DefaultValueFactory = _ => d.CalibrationTraces };
         var planLambdas = new Option<string>("--plan-lambdas") { DefaultValueFactory = _ => string.Join(",", d.PlanLambdas.Select(x => x.ToString(CultureInfo.InvariantCulture))) };
         var lambdas = new Option<string>("--lambdas") { DefaultValueFactory = _ => string.Join(",", d.Lambdas.Select(x => x.ToString(CultureInfo.InvariantCulture))) };
         var ms = new Option<string>("--candidates") { DefaultValueFactory = _ => string.Join(",", d.CandidateCounts) };
         var compute = CliSupport.ComputeOption();
         var w = new WorldOptions(d.World.Steps);
         var output = new Option<string>("--out") { DefaultValueFactory = _ => d.OutDir };
-        var cmd = new Command("study", "The whole protocol: sampled step stores, world model, score AUROCs, RERANK arms, NUDGE over λ and m, PLAN; writes report.md, results.json and plots")
-            { model, task, diff, point, seed, teacherSteps, samples, temp, trainN, valN, testN, nudgeN, lambdas, ms, planN, planLambdas, compute, output };
+        var cmd = new Command("study", "The whole protocol: sampled step stores, world model, score AUROCs, RERANK arms, NUDGE over λ and m, PLAN, cross-model calibration; writes report.md, results.json and plots")
+            { model, task, diff, point, seed, teacherSteps, samples, temp, trainN, valN, testN, nudgeN, lambdas, ms, planN, planLambdas, modelB, noCross, calibN, compute, output };
         foreach (var o in w.Options) cmd.Add(o);
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
@@ -313,6 +316,7 @@ public static class RJepaCommands
                 Temperature = pr.GetValue(temp), TrainProblems = pr.GetValue(trainN), ValProblems = pr.GetValue(valN), TestProblems = pr.GetValue(testN),
                 NudgeProblems = pr.GetValue(nudgeN), Lambdas = Doubles(pr.GetValue(lambdas)!), CandidateCounts = Doubles(pr.GetValue(ms)!).Select(x => (int)x).ToList(),
                 PlanCases = pr.GetValue(planN), PlanLambdas = Doubles(pr.GetValue(planLambdas)!),
+                ModelB = pr.GetValue(modelB) is { } mb ? CliSupport.ModelDir(mb) : null, CrossModel = !pr.GetValue(noCross), CalibrationTraces = pr.GetValue(calibN),
                 Compute = pr.GetValue(compute)!, OutDir = pr.GetValue(output)!,
             };
             o = o with { World = w.Read(pr, Path.Combine(o.OutDir, "world"), o.Seed) };

@@ -21,12 +21,14 @@ public sealed class RJepaStudyTests(RealTokenizers tokenizers) : IDisposable
     public void StudyRunsEveryStageOnAQwen3CheckpointFolder()
     {
         var modelDir = TinyCheckpoint.Qwen3(Path.Combine(_dir, "qwen3-tiny"), tokenizers.Qwen3, seed: 9);
+        var modelB = TinyCheckpoint.Qwen3(Path.Combine(_dir, "qwen3-tiny-b"), tokenizers.Qwen3, seed: 10);
         var o = new RJepaStudyOptions
         {
             Model = modelDir, Task = "addition", Difficulty = 3, Trace = TraceMode.Reference, // a random model never closes its own thinking
             TrainProblems = 12, ValProblems = 6, TestProblems = 6, Samples = 2, TrainSamples = 2, BatchSize = 16, Compute = "f32",
             World = new WorldTrainOptions { Steps = 4, BatchSize = 8, EvalEvery = 0, Model = new WorldModelConfig { Width = 32, Layers = 1, PredictorLayers = 1, Heads = 2, MaxSteps = 12 } },
             Lambdas = [0, 0.25], CandidateCounts = [2], NudgeProblems = 2, OutDir = Path.Combine(_dir, "study"),
+            ModelB = modelB, CalibrationTraces = 8,
         };
         // The Qwen3 template's reference trace cuts into the task's own steps, each checked right.
         var fmt = TraceFormat.ForModel(modelDir, TaskRegistry.Get("addition"));
@@ -59,12 +61,18 @@ public sealed class RJepaStudyTests(RealTokenizers tokenizers) : IDisposable
         Assert.Equal(6, r.Plan!.Problems);
         Assert.Equal(5, r.Plan.Arms.Count); // the model alone, three λ of the predicted step, the true step
 
+        // Cross-model: model B's traces reranked by A's world model through the fitted map, raw, and by B's own.
+        Assert.NotNull(r.CrossModel);
+        foreach (var arm in new[] { "A's world model, calibrated", "A's world model, uncalibrated", "B's own world model", RJepaStudy.Oracle })
+            Assert.Equal(6, r.CrossModel!.Get(arm).Accuracy!.Value.Trials);
+
         var json = JsonNode.Parse(File.ReadAllText(Path.Combine(o.OutDir, "results.json")))!;
         Assert.Equal(7, json["arms"]!.AsArray().Count);
         Assert.All(json["arms"]!.AsArray(), a => Assert.NotNull(a!["correct"]));
         Assert.NotNull(json["aurocs"]!["trace_mean_error"]);
         Assert.NotNull(json["nudge"]);
         Assert.NotNull(json["plan"]);
+        Assert.NotNull(json["cross_model"]);
         Assert.NotNull(json["aurocs"]!["gap_detection"]);
         Assert.Contains("## RERANK", File.ReadAllText(r.ReportPath));
         foreach (var png in new[] { "rerank_accuracy.png", "nudge_lambda.png", "nudge_accuracy.png", "score_histogram.png", "plan_accuracy.png" })

@@ -41,6 +41,12 @@ public sealed record RJepaStudyOptions
     /// <summary>PLAN: gapped traces made from the good test traces (at most this many; 0 = no PLAN) and the strengths the predicted step is injected with.</summary>
     public int PlanCases { get; init; } = 150;
     public IReadOnlyList<double> PlanLambdas { get; init; } = [0.5, 1, 2];
+    /// <summary>Cross-model calibration: a second model B (same tokenizer) whose traces are reranked by A's world model
+    /// through an affine map fitted on <see cref="CalibrationTraces"/> of B's training traces read by both. B is
+    /// <see cref="ModelB"/>, or, when the study trains its own teacher, a second one from another seed.</summary>
+    public bool CrossModel { get; init; } = true;
+    public string? ModelB { get; init; }
+    public int CalibrationTraces { get; init; } = 200;
     public int BatchSize { get; init; } = 256;
     public string Compute { get; init; } = "auto";
     public long Seed { get; init; }
@@ -60,6 +66,8 @@ public sealed record RJepaStudyResult(Study Rerank, Study? Nudge, Auroc TraceAur
 {
     /// <summary>PLAN's fill arms (null when not run) and how well the gap was found.</summary>
     public Study? Plan { get; init; }
+    /// <summary>RERANK on model B by A's world model (calibrated, uncalibrated) and by B's own; null when not run.</summary>
+    public Study? CrossModel { get; init; }
     public GapDetection? GapDetection { get; init; }
 }
 
@@ -135,18 +143,31 @@ public static class RJepaStudy
             if (plan is not null) log.WriteLine(plan.ArmsTable());
         }
 
-        var report = Write(o, rerank, nudge, plan, detection, (traceAuc, traceMaxAuc, stepAuc, lpAuc), jepaW, mixW, trained, train, test, testScores, sw.Elapsed.TotalSeconds);
+        Study? cross = null;
+        if (o.CrossModel)
+        {
+            cancel.ThrowIfCancellationRequested();
+            string? modelB = o.ModelB ?? (o.Model is null ? TrainTeacher(o with { Seed = o.Seed + 1 }, difficulty, log, "teacher-b") : null);
+            if (modelB is null) log.WriteLine("cross-model: no model B (give ModelB / --model-b); not run");
+            else
+            {
+                cross = CrossModelStudy(model, fmt, wm, modelB, o, difficulty, log, cancel);
+                log.WriteLine(cross.ArmsTable());
+            }
+        }
+
+        var report = Write(o, rerank, nudge, plan, detection, cross, (traceAuc, traceMaxAuc, stepAuc, lpAuc), jepaW, mixW, trained, train, test, testScores, sw.Elapsed.TotalSeconds);
         log.WriteLine($"study done in {sw.Elapsed.TotalSeconds:F0} s: {report}");
         return new RJepaStudyResult(rerank, nudge, traceAuc, traceMaxAuc, stepAuc, lpAuc, jepaW, mixW, report, sw.Elapsed.TotalSeconds)
         {
-            Plan = plan, GapDetection = detection,
+            Plan = plan, GapDetection = detection, CrossModel = cross,
         };
     }
 
     /// <summary>The study's own teacher (resumes if killed); graded on a few problems only, the study measures the rest.</summary>
-    static string TrainTeacher(RJepaStudyOptions o, int difficulty, TextWriter log)
+    static string TrainTeacher(RJepaStudyOptions o, int difficulty, TextWriter log, string name = "teacher")
     {
-        var dir = Path.Combine(o.OutDir, "teacher");
+        var dir = Path.Combine(o.OutDir, name);
         var modelDir = Path.Combine(dir, "model");
         if (File.Exists(Path.Combine(dir, "eval.json")) && Directory.Exists(modelDir)) return modelDir;
         log.WriteLine($"training the study's teacher: {o.TeacherSteps} steps on {o.Task} (difficulty {difficulty})");
@@ -295,9 +316,74 @@ public static class RJepaStudy
         return (study, detection);
     }
 
+    /// <summary>
+    /// Cross-model calibration: model B's own step stores (the same problems as A's), an affine map from B's step
+    /// latents to A's fitted on the first <see cref="RJepaStudyOptions.CalibrationTraces"/> of B's training traces read
+    /// by both models, a world model trained on B from scratch, then RERANK on B's test samples by A's world model through
+    /// the map, by A's world model on B's raw latents (when the widths match), and by B's own; weights fitted on B's
+    /// validation samples each time.
+    /// </summary>
+    public static Study CrossModelStudy(DecoderLM modelA, TraceFormat fmtA, WorldModel wmA, string modelDirB, RJepaStudyOptions o, int difficulty,
+        TextWriter log, CancellationToken cancel = default)
+    {
+        var family = fmtA.Family;
+        var fmtB = TraceFormat.ForModel(modelDirB, family);
+        using var modelB = Checkpoints.Load(modelDirB);
+        modelB.eval();
+        modelB.ComputeDType = modelA.ComputeDType;
+        if (fmtB.Tokenizer.VocabSize != fmtA.Tokenizer.VocabSize)
+            throw new ArgumentException($"cross-model: model B's tokenizer ({fmtB.Tokenizer.VocabSize} ids) is not model A's ({fmtA.Tokenizer.VocabSize})");
+        StepLatents Store(string name, Split split, int n, int samples, long seed)
+        {
+            var problems = TaskSplits.Generate(family, split, n, difficulty, seed);
+            var dir = Path.Combine(o.OutDir, "latents-b", name);
+            var so = o.Steps(samples, seed) with { Source = new TaskSource(family.Name, difficulty, split.ToString().ToLowerInvariant(), seed, n) };
+            StepStore.Run(modelB, fmtB, problems, so, dir, cancel: cancel);
+            return StepStore.Open(dir, modelB, fmtB.Tokenizer);
+        }
+        using var train = Store("train", Split.Train, o.TrainProblems, o.TrainSamples, o.Seed + 11);
+        using var val = Store("val", Split.Validation, o.ValProblems, o.Samples, o.Seed + 12);
+        using var test = Store("test", Split.Test, o.TestProblems, o.Samples, o.Seed + 13);
+
+        // The calibration pairs: B's first training traces, read by B (the store) and by A (the same tokens).
+        using var calib = train.Where(x => x.Index < o.CalibrationTraces);
+        var drawn = calib.Samples.Select(x => new StepExtraction.Drawn(x.ProblemIndex, x.Draw, x.Problem, x.PromptIds, x.TraceIds, x.GeneratedTokens)).ToList();
+        using var readA = StepExtraction.Read(modelA, fmtA, drawn, o.Steps(0, o.Seed));
+        if (readA.Latents.shape[0] != calib.Latents.shape[0])
+            throw new InvalidOperationException("cross-model: the two models cut B's traces into different steps");
+        using var map = AffineMap.Fit(calib.Latents, readA.Latents);
+        double r2 = map.R2(calib.Latents, readA.Latents);
+        log.WriteLine($"cross-model: affine map B→A fitted on {calib.Samples.Count} traces ({calib.Latents.shape[0]} rows), R² = {r2:F3}");
+
+        var (wmB, trainedB) = WorldModelTraining.Train(train, val, o.World with { OutDir = Path.Combine(o.OutDir, "world-b"), Seed = o.Seed, ProgressBar = false }, log, cancel);
+        using var _wmB = wmB;
+        log.WriteLine($"cross-model: B's own world model on {trainedB.TrainTraces} traces, {trainedB.Seconds:F0} s");
+
+        Study Rerank(WorldModel w, StepLatents v, StepLatents t) => RerankStudy(v, WorldScoring.Score(w, v), t, WorldScoring.Score(w, t), o.ValProblems, o.TestProblems).Study;
+        var own = Rerank(wmB, val, test);
+        Study calibrated;
+        using (var mv = map.Apply(val))
+        using (var mt = map.Apply(test))
+            calibrated = Rerank(wmA, mv, mt);
+        var raw = wmA.Dim == modelB.Config.HiddenSize ? Rerank(wmA, val, test) : null;
+        var arms = new List<Arm>
+        {
+            own.Get(RandomSample), own.Get(LogProb),
+            calibrated.Get(Jepa) with { Name = "A's world model, calibrated", Description = $"best of N on B by A's world model through the affine map (R² {r2:F3} on {calib.Samples.Count} traces)" },
+            raw?.Get(Jepa) is { } r ? r with { Name = "A's world model, uncalibrated", Description = "best of N on B by A's world model reading B's latents as they are" }
+                : Arm.NotRun("A's world model, uncalibrated", "A's world model on B's raw latents", ArmRole.Method, $"widths differ ({wmA.Dim} vs {modelB.Config.HiddenSize})"),
+            own.Get(Jepa) with { Name = "B's own world model", Description = "best of N on B by a world model trained on B from scratch", Role = ArmRole.Reference },
+            own.Get(Oracle),
+        };
+        return new Study("R-JEPA cross-model rerank (model B)", arms)
+        {
+            Pairs = [("A's world model, calibrated", "B's own world model"), ("A's world model, calibrated", "A's world model, uncalibrated"), ("A's world model, calibrated", RandomSample)],
+        };
+    }
+
     static string F(double x) => x.ToString("F3", CultureInfo.InvariantCulture);
 
-    static string Write(RJepaStudyOptions o, Study rerank, Study? nudge, Study? plan, GapDetection? detection, (Auroc Trace, Auroc Max, Auroc Step, Auroc LogProb) auc,
+    static string Write(RJepaStudyOptions o, Study rerank, Study? nudge, Study? plan, GapDetection? detection, Study? cross, (Auroc Trace, Auroc Max, Auroc Step, Auroc LogProb) auc,
         RerankWeights jepaW, RerankWeights mixW, WorldTrainResult trained, StepLatents train, StepLatents test, IReadOnlyList<TraceScore> testScores, double seconds)
     {
         var single = rerank.Get(RandomSample).Accuracy!.Value;
@@ -350,6 +436,14 @@ public static class RJepaStudy
             sb.AppendLine(plan.ArmsTable());
             sb.AppendLine(plan.PairedTable());
         }
+        if (cross is not null)
+        {
+            sb.AppendLine();
+            sb.AppendLine($"## Cross-model calibration (RERANK on model B, {(o.ModelB is null ? "a second teacher from another seed" : $"`{o.ModelB}`")})");
+            sb.AppendLine();
+            sb.AppendLine(cross.ArmsTable());
+            sb.AppendLine(cross.PairedTable());
+        }
         sb.AppendLine($"Whole study: {seconds:F0} s.");
         var json = rerank.ToJson();
         json["aurocs"] = new JsonObject
@@ -361,6 +455,7 @@ public static class RJepaStudy
         json["world_model"] = new JsonObject { ["train_traces"] = trained.TrainTraces, ["final_loss"] = trained.FinalLoss, ["seconds"] = trained.Seconds,
             ["eval"] = new JsonObject(trained.Eval.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(double.IsFinite(kv.Value) ? kv.Value : (double?)null)))) };
         if (nudge is not null) json["nudge"] = nudge.ToJson();
+        if (cross is not null) json["cross_model"] = cross.ToJson();
         if (plan is not null && detection is not null)
         {
             json["plan"] = plan.ToJson();
