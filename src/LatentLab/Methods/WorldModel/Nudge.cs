@@ -71,9 +71,6 @@ public sealed class StepGenerator
             throw new ArgumentException($"the world model reads states of size {wm.Dim}, the model's hidden size is {model.Config.HiddenSize}");
     }
 
-    /// <summary>The resolved hook point the steering acts on and step latents are read at.</summary>
-    public string Point => _point;
-
     /// <summary>The tokens that end a step: the step separator, the end-of-thinking marker and the end of turn.</summary>
     public IReadOnlyList<int> StepStops => [.. _separators, _thinkEnd, _eos];
 
@@ -176,7 +173,8 @@ public sealed class StepGenerator
         return stack(rows, 0);
     }
 
-    Tensor States(int[] ids)
+    /// <summary>The hook point's states [T, D] (float32, CPU) over one sequence, no steering.</summary>
+    public Tensor States(int[] ids)
     {
         var spec = HookSpec.Capture(_point);
         using var output = _model.Forward(tensor(ids.Select(x => (long)x).ToArray()).view(1, -1).to(_model.Device), hooks: new HookSet([spec]), logits: LogitsMode.None);

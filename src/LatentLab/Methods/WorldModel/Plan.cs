@@ -121,7 +121,7 @@ public static class GapPlanner
         Tensor? latents, double lambda, PlanOptions o)
     {
         var alone = Write(generator, model, cases, null, 0, o);
-        var tokens = latents is null || lambda == 0 ? alone : Write(generator, model, cases, Baselines(generator, model, cases, alone, latents), lambda, o);
+        var tokens = latents is null || lambda == 0 ? alone : Write(generator, model, cases, Baselines(generator, cases, alone, latents), lambda, o);
         var texts = new string[cases.Count];
         var correct = new bool[cases.Count];
         for (int i = 0; i < cases.Count; i++)
@@ -135,16 +135,13 @@ public static class GapPlanner
 
     /// <summary>δ = ẑ − h̄ per case [N, D]: h̄ the mean hook state over the step the model wrote unsteered (its stop token
     /// included, as a step's latent is read; the prefix's last state when it wrote nothing).</summary>
-    static Tensor Baselines(StepGenerator generator, DecoderLM model, IReadOnlyList<GapCase> cases, int[][] alone, Tensor latents)
+    static Tensor Baselines(StepGenerator generator, IReadOnlyList<GapCase> cases, int[][] alone, Tensor latents)
     {
         using var _ = no_grad();
-        var spec = HookSpec.Capture(generator.Point);
         var rows = new List<Tensor>();
         for (int i = 0; i < cases.Count; i++)
         {
-            int[] ids = [.. cases[i].Prefix, .. alone[i]];
-            using var output = model.Forward(tensor(ids.Select(x => (long)x).ToArray()).view(1, -1).to(model.Device), hooks: new HookSet([spec]), logits: LogitsMode.None);
-            var h = output.Capture(spec.Key)[0].to(ScalarType.Float32).cpu();
+            using var h = generator.States([.. cases[i].Prefix, .. alone[i]]);
             int p = cases[i].Prefix.Length;
             rows.Add(alone[i].Length == 0 ? h[p - 1] : h.narrow(0, p, alone[i].Length).mean([0]));
         }

@@ -96,21 +96,10 @@ public static class RJepaStudy
         model.eval();
         model.ComputeDType = TorchRuntime.ParseDType(ComputePolicy.Resolve(o.Compute, model.Device, ComputePolicy.Shapes(model.Config)).Name);
 
-        StepLatents Store(string name, Split split, int n, int samples, long seed)
-        {
-            var problems = TaskSplits.Generate(family, split, n, difficulty, seed);
-            var dir = Path.Combine(o.OutDir, "latents", name);
-            var t = Stopwatch.StartNew();
-            var so = o.Steps(samples, seed) with { Source = new TaskSource(family.Name, difficulty, split.ToString().ToLowerInvariant(), seed, n) };
-            StepStore.Run(model, fmt, problems, so, dir, cancel: cancel);
-            var set = StepStore.Open(dir, model, fmt.Tokenizer);
-            log.WriteLine($"{name}: {set.Samples.Count} traces of {n} problems, {set.Samples.Count(s => s.Verified)} verified, " +
-                $"{set.Samples.Count(WorldModelTraining.IsGood)} with every step right ({t.Elapsed.TotalSeconds:F0} s)");
-            return set;
-        }
-        using var train = Store("train", Split.Train, o.TrainProblems, o.TrainSamples, o.Seed + 11);
-        using var val = Store("val", Split.Validation, o.ValProblems, o.Samples, o.Seed + 12);
-        using var test = Store("test", Split.Test, o.TestProblems, o.Samples, o.Seed + 13);
+        var (train, val, test) = Stores(model, fmt, o, difficulty, Path.Combine(o.OutDir, "latents"), log, cancel);
+        using var _train = train;
+        using var _val = val;
+        using var _test = test;
 
         cancel.ThrowIfCancellationRequested();
         var (wm, trained) = WorldModelTraining.Train(train, val, o.World with { OutDir = Path.Combine(o.OutDir, "world"), Seed = o.Seed, ProgressBar = false }, log, cancel);
@@ -162,6 +151,28 @@ public static class RJepaStudy
         {
             Plan = plan, GapDetection = detection, CrossModel = cross,
         };
+    }
+
+    /// <summary>A model's train / validation / test step stores under <paramref name="root"/> (resumable): the same problems
+    /// for every model, since the seeds are the study's.</summary>
+    static (StepLatents Train, StepLatents Val, StepLatents Test) Stores(DecoderLM model, TraceFormat fmt, RJepaStudyOptions o, int difficulty,
+        string root, TextWriter log, CancellationToken cancel)
+    {
+        StepLatents Store(string name, Split split, int n, int samples, long seed)
+        {
+            var problems = TaskSplits.Generate(fmt.Family, split, n, difficulty, seed);
+            var dir = Path.Combine(root, name);
+            var t = Stopwatch.StartNew();
+            var so = o.Steps(samples, seed) with { Source = new TaskSource(fmt.Family.Name, difficulty, split.ToString().ToLowerInvariant(), seed, n) };
+            StepStore.Run(model, fmt, problems, so, dir, cancel: cancel);
+            var set = StepStore.Open(dir, model, fmt.Tokenizer);
+            log.WriteLine($"{Path.GetFileName(root)}/{name}: {set.Samples.Count} traces of {n} problems, {set.Samples.Count(s => s.Verified)} verified, " +
+                $"{set.Samples.Count(WorldModelTraining.IsGood)} with every step right ({t.Elapsed.TotalSeconds:F0} s)");
+            return set;
+        }
+        return (Store("train", Split.Train, o.TrainProblems, o.TrainSamples, o.Seed + 11),
+                Store("val", Split.Validation, o.ValProblems, o.Samples, o.Seed + 12),
+                Store("test", Split.Test, o.TestProblems, o.Samples, o.Seed + 13));
     }
 
     /// <summary>The study's own teacher (resumes if killed); graded on a few problems only, the study measures the rest.</summary>
@@ -333,17 +344,10 @@ public static class RJepaStudy
         modelB.ComputeDType = modelA.ComputeDType;
         if (fmtB.Tokenizer.VocabSize != fmtA.Tokenizer.VocabSize)
             throw new ArgumentException($"cross-model: model B's tokenizer ({fmtB.Tokenizer.VocabSize} ids) is not model A's ({fmtA.Tokenizer.VocabSize})");
-        StepLatents Store(string name, Split split, int n, int samples, long seed)
-        {
-            var problems = TaskSplits.Generate(family, split, n, difficulty, seed);
-            var dir = Path.Combine(o.OutDir, "latents-b", name);
-            var so = o.Steps(samples, seed) with { Source = new TaskSource(family.Name, difficulty, split.ToString().ToLowerInvariant(), seed, n) };
-            StepStore.Run(modelB, fmtB, problems, so, dir, cancel: cancel);
-            return StepStore.Open(dir, modelB, fmtB.Tokenizer);
-        }
-        using var train = Store("train", Split.Train, o.TrainProblems, o.TrainSamples, o.Seed + 11);
-        using var val = Store("val", Split.Validation, o.ValProblems, o.Samples, o.Seed + 12);
-        using var test = Store("test", Split.Test, o.TestProblems, o.Samples, o.Seed + 13);
+        var (train, val, test) = Stores(modelB, fmtB, o, difficulty, Path.Combine(o.OutDir, "latents-b"), log, cancel);
+        using var _train = train;
+        using var _val = val;
+        using var _test = test;
 
         // The calibration pairs: B's first training traces, read by B (the store) and by A (the same tokens).
         using var calib = train.Where(x => x.Index < o.CalibrationTraces);
