@@ -16,15 +16,13 @@ namespace LatentLab.Methods.WorldModel;
 /// </summary>
 public sealed record GapCase(int Sample, int Gap, TaskProblem Problem, int[] PromptIds, int[] Prefix, int[] GappedIds);
 
-/// <summary>PLAN settings: the steering strengths the missing latent is injected with, the quantile of complete traces'
-/// step errors that calibrates the gap threshold, and the generation limits of the filled step.</summary>
+/// <summary>PLAN settings: the quantile of complete traces' step errors that calibrates the gap threshold, and the
+/// generation limits of the filled step.</summary>
 public sealed record PlanOptions
 {
-    public IReadOnlyList<double> Lambdas { get; init; } = [1.0];
     public double ThresholdQuantile { get; init; } = 0.95;
     public int MaxStepTokens { get; init; } = 24;
     public int BatchSize { get; init; } = 64;
-    public long Seed { get; init; }
 }
 
 /// <summary>How well the world model finds a deleted step: the error of the step after the gap against the same step
@@ -121,7 +119,12 @@ public static class GapPlanner
         Tensor? latents, double lambda, PlanOptions o)
     {
         var alone = Write(generator, model, cases, null, 0, o);
-        var tokens = latents is null || lambda == 0 ? alone : Write(generator, model, cases, Baselines(generator, cases, alone, latents), lambda, o);
+        var tokens = alone;
+        if (latents is not null && lambda != 0)
+        {
+            using var delta = Baselines(generator, cases, alone, latents);
+            tokens = Write(generator, model, cases, delta, lambda, o);
+        }
         var texts = new string[cases.Count];
         var correct = new bool[cases.Count];
         for (int i = 0; i < cases.Count; i++)

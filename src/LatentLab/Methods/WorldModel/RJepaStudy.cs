@@ -295,7 +295,7 @@ public static class RJepaStudy
             return (null, null);
         }
         var t = Stopwatch.StartNew();
-        var po = new PlanOptions { Lambdas = o.PlanLambdas, Seed = o.Seed, BatchSize = o.BatchSize };
+        var po = new PlanOptions { BatchSize = o.BatchSize };
         using var gapped = GapPlanner.Read(model, fmt, cases, o.Steps(0, o.Seed));
         var gappedScores = WorldScoring.Score(wm, gapped);
         var calibration = valScores.Where((_, i) => WorldModelTraining.IsGood(val.Samples[i])).ToList();
