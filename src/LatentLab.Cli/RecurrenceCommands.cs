@@ -49,8 +49,9 @@ public static class RecurrenceCommands
         var mode = new Option<string>("--mode") { Description = "append (one KV-cached position per step) | depth (whole-sequence states fed back K times)", DefaultValueFactory = _ => "append" };
         var pause = new Option<bool>("--pause") { Description = "pause-token control: K learned embeddings after the question, no recurrence" };
         var mlp = new Option<bool>("--bridge-mlp") { Description = "add a small residual MLP to the bridge" };
+        var marker = new Option<bool>("--marker-decode") { Description = "append mode: decode from the end-of-thinking marker's embedding plus a zero-initialised gate times the bridged latent, the latent steps as the cache" };
         var output = new Option<string>("--out") { DefaultValueFactory = _ => "runs/recurrence" };
-        var cmd = new Command("train", "Train one arm (resumes if killed) and grade it on held-out problems") { k, mode, pause, mlp, output };
+        var cmd = new Command("train", "Train one arm (resumes if killed) and grade it on held-out problems") { k, mode, pause, mlp, marker, output };
         foreach (var o in s.All) cmd.Add(o);
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
@@ -58,7 +59,7 @@ public static class RecurrenceCommands
             var o = new RecurrenceOptions
             {
                 Model = s.ModelDir(pr), Task = pr.GetValue(s.Task)!, Difficulty = pr.GetValue(s.Difficulty), K = pr.GetValue(k),
-                Mode = ParseMode(pr.GetValue(mode)!), Pause = pr.GetValue(pause), BridgeMlp = pr.GetValue(mlp), P = s.P(pr), KCurriculum = s.K(pr),
+                Mode = ParseMode(pr.GetValue(mode)!), Pause = pr.GetValue(pause), BridgeMlp = pr.GetValue(mlp), MarkerDecode = pr.GetValue(marker), P = s.P(pr), KCurriculum = s.K(pr),
                 LoraRank = pr.GetValue(s.LoraRank), Checkpointing = pr.GetValue(s.Checkpointing), Steps = pr.GetValue(s.Steps) ?? d.Steps,
                 BatchSize = pr.GetValue(s.Batch) ?? d.BatchSize, LearningRate = pr.GetValue(s.Lr) ?? d.LearningRate,
                 TestProblems = pr.GetValue(s.TestProblems) ?? d.TestProblems, EvalProblems = pr.GetValue(s.EvalProblems) ?? d.EvalProblems,

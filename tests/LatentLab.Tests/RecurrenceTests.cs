@@ -64,6 +64,39 @@ public sealed class RecurrenceTests : IDisposable
 
     [Theory]
     [MemberData(nameof(Archs))]
+    public void MarkerDecodeAtPEqualsOneReadsTheGreedyThoughtAsTheModelWould(string arch)
+    {
+        // With the gate at its initial 0 and p = 1, the decoder sees question ++ K greedy thought tokens (the cache) ++
+        // marker ++ answer: the model's own forward over that sequence, so a ceiling by construction at K = the trace length.
+        using var model = DecoderReferenceTests.RandomTiny(arch, 13);
+        using var rec = new LatentRecurrence(model, RecurrenceMode.Append, markerDecode: true);
+        Assert.True(rec.MarkerDecode);
+        var prompts = new[] { new[] { 1, 9, 17, 33, 2, 40 }, new[] { 5, 12, 3, 44, 8, 21 } };
+        int[] answer = [3, 4, 9];
+        const int k = 4;
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var batch = RecurrenceData.Batch(prompts.Select(p => new RecurrenceExample(null!, p, Marker, answer)).ToList(),
+            (int)(model.Config.PadTokenId ?? 0), CPU);
+        var trace = rec.Reason(batch.PromptIds, batch.PromptMask, k, p: 1.0);
+        var logits = rec.DecodeLogits(trace, batch);
+        long n = Marker.Length + batch.AnswerIn.shape[1];
+        Assert.Equal(n, logits.shape[1]); // no bridged position
+        using var gen = new TextGenerator(model).Generate(prompts, new GenerationConfig(MaxNewTokens: k, StopTokens: Array.Empty<int>()));
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            long[] seq = [.. prompts[i].Select(x => (long)x), .. gen.Tokens[i].Select(x => (long)x), .. Marker.Select(x => (long)x), .. answer[..^1].Select(x => (long)x)];
+            var full = model.Forward(tensor(seq).view(1, -1)).Logits!;
+            var want = full.narrow(1, seq.Length - n, n);
+            var got = logits.narrow(0, i, 1);
+            Assert.True((got - want).abs().max().item<float>() < 1e-4, $"{arch}: marker decode differs from the model's forward by {(got - want).abs().max().item<float>():E2}");
+        }
+        // The gate is what lets the bridged latent in: it is trainable.
+        Assert.Contains(rec.named_parameters(), p => p.name == "gate" && p.parameter.requires_grad);
+    }
+
+    [Theory]
+    [MemberData(nameof(Archs))]
     public void ShapesInBothModesAndThePauseControl(string arch)
     {
         var c = TinyModels.Config(arch);

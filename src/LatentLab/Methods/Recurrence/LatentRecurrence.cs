@@ -68,7 +68,7 @@ public sealed class LatentRecurrence : nn.Module
 {
     readonly DecoderLM _reasoner, _decoder;
     readonly Bridge bridge;
-    readonly Parameter? pause;
+    readonly Parameter? pause, gate;
     readonly double _scale;
 
     public RecurrenceMode Mode { get; }
@@ -76,6 +76,8 @@ public sealed class LatentRecurrence : nn.Module
     /// <summary>Recompute each latent step in backward (see <see cref="StepCheckpoint"/>) instead of keeping its activations.</summary>
     public bool Checkpointing { get; set; }
     public int PauseTokens => pause is null ? 0 : (int)pause.shape[0];
+    /// <summary>The decoder starts at the marker (plus the gated bridged latent) instead of a bridged position before it.</summary>
+    public bool MarkerDecode => gate is not null;
     public DecoderLM Reasoner => _reasoner;
     public DecoderLM Decoder => _decoder;
     public Bridge BridgeModule => bridge;
@@ -83,9 +85,11 @@ public sealed class LatentRecurrence : nn.Module
 
     /// <param name="model">The pretrained model. With <paramref name="loraRank"/> = 0 it becomes the trainable
     /// latent-phase transformer and a frozen copy decodes; with r &gt; 0 it gets LoRA adapters and serves both.</param>
-    public LatentRecurrence(DecoderLM model, RecurrenceMode mode, int loraRank = 0, bool bridgeMlp = false, int pauseTokens = 0)
+    public LatentRecurrence(DecoderLM model, RecurrenceMode mode, int loraRank = 0, bool bridgeMlp = false, int pauseTokens = 0, bool markerDecode = false)
         : base("LatentRecurrence")
     {
+        if (markerDecode && mode != RecurrenceMode.Append)
+            throw new ArgumentException("marker decoding needs append mode (depth mode replaces the question's states; there is no cache to decode from)");
         Mode = mode;
         UsesLora = loraRank > 0;
         _reasoner = model;
@@ -125,8 +129,22 @@ public sealed class LatentRecurrence : nn.Module
             pause = new Parameter(init);
             register_parameter("pause", pause);
         }
+        if (markerDecode)
+        {
+            gate = new Parameter(zeros(1, dtype: model.DType, device: model.Device));
+            register_parameter("gate", gate);
+        }
         _decoder.eval();
         _reasoner.eval();
+    }
+
+    /// <summary>The decoder's first inputs [B, m(+1), D]: the marker's embeddings, the first carrying g·bridge(latent)
+    /// (marker decoding), or the bridged latent followed by them.</summary>
+    Tensor DecodeStart(Tensor final, Tensor markerEmbeds)
+    {
+        if (gate is null) return cat(new[] { Bridged(final), markerEmbeds }, 1);
+        var first = markerEmbeds.narrow(1, 0, 1) + gate * Bridged(final);
+        return markerEmbeds.shape[1] == 1 ? first : cat(new[] { first, markerEmbeds.narrow(1, 1, markerEmbeds.shape[1] - 1) }, 1);
     }
 
     /// <summary>Sets the compute dtype of both phases (the library's policy decides it).</summary>
@@ -270,11 +288,12 @@ public sealed class LatentRecurrence : nn.Module
         long b = batch.Batch;
         var dev = _decoder.Device;
         var marker = tensor(batch.Marker.Select(i => (long)i).ToArray(), device: dev).view(1, -1).expand(b, -1);
-        var rest = _decoder.Embed(cat(new[] { marker, batch.AnswerIn }, 1));
-        var inp = cat(new[] { Bridged(trace.Final), rest }, 1);
+        var start = DecodeStart(trace.Final, _decoder.Embed(marker));
+        var inp = cat(new[] { start, _decoder.Embed(batch.AnswerIn) }, 1);
         if (Mode == RecurrenceMode.Depth)
         {
-            var mask = cat(new[] { trace.Mask, ones(b, rest.shape[1], dtype: ScalarType.Int64, device: dev) }, 1);
+            long tail = marker.shape[1] + batch.AnswerIn.shape[1]; // the positions after the bridged states
+            var mask = cat(new[] { trace.Mask, ones(b, tail, dtype: ScalarType.Int64, device: dev) }, 1);
             return _decoder.Forward(inputEmbeds: inp, attentionMask: mask).Logits!;
         }
         using var cache = KvCache.FromTensors(trace.Kv!, trace.Mask, keepGraph: true);
@@ -300,7 +319,7 @@ public sealed class LatentRecurrence : nn.Module
         long b = promptIds.shape[0];
         var dev = _decoder.Device;
         var m = tensor(marker.Select(i => (long)i).ToArray(), device: dev).view(1, -1).expand(b, -1);
-        var first = cat(new[] { Bridged(trace.Final), _decoder.Embed(m) }, 1);
+        var first = DecodeStart(trace.Final, _decoder.Embed(m));
         using var cache = Mode == RecurrenceMode.Depth ? new KvCache(Config.NumLayers) : KvCache.FromTensors(trace.Kv!, trace.Mask, keepGraph: false);
         var mask = Mode == RecurrenceMode.Depth
             ? cat(new[] { trace.Mask, ones(b, m.shape[1], dtype: ScalarType.Int64, device: dev) }, 1)

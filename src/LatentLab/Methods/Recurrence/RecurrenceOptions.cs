@@ -120,6 +120,12 @@ public sealed record RecurrenceOptions
     public int LoraRank { get; init; }
     /// <summary>Adds a small residual MLP after the bridge's LayerNorm → Linear.</summary>
     public bool BridgeMlp { get; init; }
+    /// <summary>
+    /// Append mode: the decoder starts from the end-of-thinking marker's own embedding plus g·bridge(final latent), the
+    /// gate g a learned scalar starting at 0, instead of a bridged position before the marker. The latent steps reach it
+    /// through the cache, so at p = 1 with K the trace's length the decode is the teacher's own trace and answer.
+    /// </summary>
+    public bool MarkerDecode { get; init; }
     /// <summary>Recompute each latent step in backward instead of keeping its activations.</summary>
     public bool Checkpointing { get; init; }
     public long Steps { get; init; } = 300;

@@ -152,7 +152,7 @@ public static class RecurrenceTraining
         var baseModel = Checkpoints.Load(o.Model, device: device);
         var trainDir = Path.Combine(o.OutDir, "train");
         var compute = ComputePolicy.Apply(o.Compute, baseModel, Path.Combine(trainDir, "config.json"), log);
-        using var model = new LatentRecurrence(baseModel, o.Mode, o.LoraRank, o.BridgeMlp, o.Pause ? o.K : 0) { Checkpointing = o.Checkpointing };
+        using var model = new LatentRecurrence(baseModel, o.Mode, o.LoraRank, o.BridgeMlp, o.Pause ? o.K : 0, o.MarkerDecode) { Checkpointing = o.Checkpointing };
         model.SetComputeDType(compute.DType);
         int pad = fmt.Tokenizer.PadId ?? 0;
 
@@ -234,7 +234,7 @@ public static class RecurrenceTraining
         var fmt = TraceFormat.ForModel(o.Model, family);
         var device = TorchRuntime.ParseDevice(o.Device);
         var baseModel = Checkpoints.Load(o.Model, device: device);
-        using var model = new LatentRecurrence(baseModel, o.Mode, o.LoraRank, o.BridgeMlp, o.Pause ? o.K : 0);
+        using var model = new LatentRecurrence(baseModel, o.Mode, o.LoraRank, o.BridgeMlp, o.Pause ? o.K : 0, o.MarkerDecode);
         using (no_grad())
         using (var f = SafetensorsCheckpoint.Open(Path.Combine(ckpt.Path, RunCheckpoints.ModelFile)))
             foreach (var (name, prm) in model.named_parameters())
@@ -285,12 +285,12 @@ public static class RecurrenceTraining
     /// <summary>
     /// Forward FLOPs of one answer (<see cref="Throughput.DecoderForwardFlops"/>; a KV-cached pass over n positions
     /// costs what one causal pass over n does). Append and pause: one pass over question, K latent or pause positions,
-    /// the bridged latent, the marker and the answer. Depth: the question's T positions K + 1 times, then the
+    /// the bridged latent (none with marker decoding), the marker and the answer. Depth: the question's T positions K + 1 times, then the
     /// decoder over the T bridged states, the marker and the answer. The bridge (2d² per position) is left out.
     /// </summary>
     public static double Flops(TransformerConfig c, RecurrenceOptions o, Graded g)
     {
-        int tail = 1 + g.MarkerTokens + g.GeneratedTokens;
+        int tail = (o.MarkerDecode ? 0 : 1) + g.MarkerTokens + g.GeneratedTokens;
         if (o.Mode == RecurrenceMode.Depth && !o.Pause)
             return (o.K + 1) * Throughput.DecoderForwardFlops(c, 1, g.PromptTokens)
                    + Throughput.DecoderForwardFlops(c, 1, g.PromptTokens + tail - 1);
