@@ -244,10 +244,9 @@ public static class RJepaCommands
             if (plan is null || detection is null) throw new UserError($"{pr.GetValue(test)}: no trace with three or more right steps to delete one from");
             Console.WriteLine(plan.ArmsTable());
             var json = plan.ToJson();
-            json["gap_detection"] = new JsonObject
-            {
-                ["auroc"] = RJepaStudy.Json(detection.Auroc), ["threshold"] = detection.Threshold, ["detected"] = detection.Detected.Value, ["false_alarms"] = detection.FalseAlarms.Value,
-            };
+            var gaps = detection.ToJson();
+            gaps["auroc"] = RJepaStudy.Json(detection.Auroc);
+            json["gap_detection"] = gaps;
             StudyFiles.Write(pr.GetValue(output)!, $"# R-JEPA plan\n\nGap detection AUROC {detection.Auroc}; flagged {detection.Detected} " +
                 $"at threshold {detection.Threshold:F3} (false alarms {detection.FalseAlarms}).\n\n{plan.ArmsTable()}\n{plan.PairedTable()}", json);
             return 0;

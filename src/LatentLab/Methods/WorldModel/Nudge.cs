@@ -51,7 +51,7 @@ public sealed class StepGenerator
     readonly TraceFormat _fmt;
     readonly WorldModel? _wm;
     readonly string _point;
-    readonly int[] _separators;
+    readonly int[] _separators, _stops;
     readonly int _thinkEnd, _eos;
 
     public StepGenerator(DecoderLM model, TraceFormat fmt, WorldModel? wm, string point)
@@ -67,12 +67,17 @@ public sealed class StepGenerator
         if (_separators.Length == 0) throw new ArgumentException($"NUDGE needs a step separator that is one token; none of '{rule}' is in {fmt}");
         _thinkEnd = One(fmt.Chat.ThinkEnd) ?? throw new ArgumentException($"NUDGE needs '{fmt.Chat.ThinkEnd}' to be one token");
         _eos = fmt.StopTokens[0];
+        _stops = [.. _separators, _thinkEnd, _eos];
         if (wm is not null && wm.Dim != model.Config.HiddenSize)
             throw new ArgumentException($"the world model reads states of size {wm.Dim}, the model's hidden size is {model.Config.HiddenSize}");
     }
 
     /// <summary>The tokens that end a step: the step separator, the end-of-thinking marker and the end of turn.</summary>
-    public IReadOnlyList<int> StepStops => [.. _separators, _thinkEnd, _eos];
+    public IReadOnlyList<int> StepStops => _stops;
+
+    /// <summary>Where steering starts in a batch of contexts, left-padded to one length: the last context token, whose
+    /// state yields the step's first token (every token of the step comes after it).</summary>
+    public static int SteerFrom(IReadOnlyList<int[]> contexts) => contexts.Max(p => p.Length) - 1;
 
     /// <summary>
     /// The hooks that steer one step: add <paramref name="scale"/>·<paramref name="delta"/> [B, 1, D] at the extraction point
@@ -109,7 +114,7 @@ public sealed class StepGenerator
                 }
                 int m = o.Candidates;
                 var prompts = open.SelectMany(r => Enumerable.Repeat(prefix[r].ToArray(), m)).ToList();
-                int from = prompts.Max(p => p.Length) - 1;
+                int from = SteerFrom(prompts);
                 var hooks = delta is null ? null : SteeringHooks(delta.repeat_interleave(m, 0), o.Lambda, from);
                 var cfg = new GenerationConfig(MaxNewTokens: o.MaxStepTokens, Temperature: o.Temperature,
                     StopTokens: StepStops, Seed: Seeds.For(o.Seed, at, round));

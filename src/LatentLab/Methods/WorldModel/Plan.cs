@@ -27,7 +27,14 @@ public sealed record PlanOptions
 
 /// <summary>How well the world model finds a deleted step: the error of the step after the gap against the same step
 /// position of the complete traces (AUROC), and the share flagged by a threshold calibrated on complete traces.</summary>
-public sealed record GapDetection(Auroc Auroc, double Threshold, Proportion Detected, Proportion FalseAlarms);
+public sealed record GapDetection(Auroc Auroc, double Quantile, double Threshold, Proportion Detected, Proportion FalseAlarms)
+{
+    /// <summary>The threshold and the shares it flags (the AUROC goes with the study's other AUROCs).</summary>
+    public System.Text.Json.Nodes.JsonObject ToJson() => new()
+    {
+        ["threshold"] = Threshold, ["detected"] = Detected.Value, ["false_alarms"] = FalseAlarms.Value,
+    };
+}
 
 /// <summary>
 /// PLAN: traces with one interior step deleted (made from verified traces whose every step is right), the gap detected
@@ -76,7 +83,7 @@ public static class GapPlanner
         var calib = calibration.SelectMany(s => s.StepErrors).OrderBy(x => x).ToArray();
         if (calib.Length == 0) throw new ArgumentException("PLAN: no calibration step errors");
         double threshold = calib[Math.Clamp((int)Math.Ceiling(quantile * calib.Length) - 1, 0, calib.Length - 1)];
-        return new GapDetection(Auroc.Of(pos, neg), threshold, Proportion.Wilson(pos.Count(x => x > threshold), pos.Count),
+        return new GapDetection(Auroc.Of(pos, neg), quantile, threshold, Proportion.Wilson(pos.Count(x => x > threshold), pos.Count),
             Proportion.Wilson(neg.Count(x => x > threshold), neg.Count));
     }
 
@@ -167,7 +174,7 @@ public static class GapPlanner
             var idx = Enumerable.Range(at, Math.Min(o.BatchSize, cases.Count - at)).ToList();
             var prompts = idx.Select(i => cases[i].Prefix).ToList();
             var hooks = delta is null ? null
-                : generator.SteeringHooks(delta.index_select(0, tensor(idx.Select(i => (long)i).ToArray())).unsqueeze(1), lambda, GapPosition(prompts));
+                : generator.SteeringHooks(delta.index_select(0, tensor(idx.Select(i => (long)i).ToArray())).unsqueeze(1), lambda, StepGenerator.SteerFrom(prompts));
             var cfg = new GenerationConfig(MaxNewTokens: o.MaxStepTokens, Temperature: 0, StopTokens: generator.StepStops);
             using var outcome = gen.Generate(prompts, cfg, hooks: hooks);
             for (int k = 0; k < idx.Count; k++)
@@ -176,7 +183,4 @@ public static class GapPlanner
         return steps;
     }
 
-    /// <summary>Where the injection starts in a batch of prefixes (left-padded to one length): the last prefix token, whose
-    /// state yields the gap step's first token, and every token of the step after it.</summary>
-    public static int GapPosition(IReadOnlyList<int[]> prefixes) => prefixes.Max(p => p.Length) - 1;
 }

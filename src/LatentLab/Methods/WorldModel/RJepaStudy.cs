@@ -432,7 +432,7 @@ public static class RJepaStudy
             sb.AppendLine($"## PLAN (good test traces, one interior step deleted from each: {plan.Problems} gapped traces)");
             sb.AppendLine();
             sb.AppendLine($"Gap detection: the next-step error of the step after the gap vs the same step of the complete trace, AUROC {detection.Auroc}; " +
-                $"with the threshold at the {F(0.95)} quantile of the good validation traces' step errors ({F(detection.Threshold)}), " +
+                $"with the threshold at the {F(detection.Quantile)} quantile of the good validation traces' step errors ({F(detection.Threshold)}), " +
                 $"{detection.Detected} of the gaps are flagged and {detection.FalseAlarms} of the complete steps at the same positions.");
             sb.AppendLine();
             sb.AppendLine("Filling: the gap's step is written from the prefix before it; the task's step checker grades it as the deleted step.");
@@ -464,10 +464,7 @@ public static class RJepaStudy
         {
             json["plan"] = plan.ToJson();
             json["aurocs"]!["gap_detection"] = Json(detection.Auroc);
-            json["plan"]!["detection"] = new JsonObject
-            {
-                ["threshold"] = detection.Threshold, ["detected"] = detection.Detected.Value, ["false_alarms"] = detection.FalseAlarms.Value,
-            };
+            json["plan"]!["detection"] = detection.ToJson();
         }
         json["options"] = o.ToJson();
         json["seconds"] = seconds;
