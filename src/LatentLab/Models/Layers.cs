@@ -13,14 +13,16 @@ namespace LatentLab.Models;
 public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     readonly Parameter weight;
-    readonly double _eps;
+    // Held as Scalars the module keeps alive: an implicitly converted Scalar can be finalized by the GC while a
+    // native call still reads it (seen as "INTERNAL ASSERT FAILED at Scalar.h" in x.pow(2) under a progress bar's thread).
+    readonly Scalar _eps, _one = 1.0.ToScalar();
     readonly bool _gemma;
 
     public RmsNorm(string name, long size, double eps, bool gemma) : base(name)
     {
         // Gemma stores w with the "+1" taken out, so its identity is w = 0.
         weight = new Parameter(gemma ? zeros(size) : ones(size));
-        _eps = eps;
+        _eps = eps.ToScalar();
         _gemma = gemma;
         RegisterComponents();
     }
@@ -31,9 +33,9 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var xf = x.to(ScalarType.Float32);
-        var normed = xf * (xf.pow(2).mean(new long[] { -1 }, keepdim: true) + _eps).rsqrt();
+        var normed = xf * (xf.square().mean(new long[] { -1 }, keepdim: true) + _eps).rsqrt();
         var w = weight.to(ScalarType.Float32);
-        var y = _gemma ? normed * (w + 1.0) : normed * w;
+        var y = _gemma ? normed * (w + _one) : normed * w;
         return y.to(x.dtype).MoveToOuterDisposeScope();
     }
 }

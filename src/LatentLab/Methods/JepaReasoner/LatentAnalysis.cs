@@ -60,7 +60,7 @@ public static class LatentAnalysis
         var centred = m - mean;
         var (_, s, vh) = linalg.svd(centred, fullMatrices: false);
         var proj = centred.matmul(vh.narrow(0, 0, 2).t());
-        var var = s.pow(2);
+        var var = s.square();
         var total = var.sum().item<double>();
         var explained = var.narrow(0, 0, Math.Min(2, var.shape[0])).data<double>().Select(v => total > 0 ? v / total : 0).ToArray();
         var px = proj.select(1, 0).data<double>().ToArray();
@@ -79,7 +79,7 @@ public static class LatentAnalysis
         var axes = vh.narrow(0, 0, 2).t();
         var p = (m - mean).matmul(axes);
         var q = (extra.to(ScalarType.Float64) - mean).matmul(axes);
-        var var = s.pow(2);
+        var var = s.square();
         var total = var.sum().item<double>();
         var explained = var.narrow(0, 0, 2).data<double>().Select(v => v / total).ToArray();
         return (p.select(1, 0).data<double>().ToArray(), p.select(1, 1).data<double>().ToArray(),

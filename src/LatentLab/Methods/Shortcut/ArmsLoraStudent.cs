@@ -39,7 +39,7 @@ public static class LoraStudent
             var ce = nn.functional.cross_entropy(output.Logits!.view(-1, student.Config.VocabSize), targets.to(dev).view(-1), ignore_index: -100);
             var h = output.Capture(point).squeeze(1).to(ScalarType.Float32);
             var target = ArmsCommon.Rows(post, examples.SampleIndices(rows)).to(dev).to(ScalarType.Float32);
-            var match = (h - target).pow(2).mean() / (target.pow(2).mean() + 1e-8);
+            var match = (h - target).square().mean() / (target.square().mean() + 1e-8);
             return new TrainLoss(ce + lambda * match, lossTokens);
         });
         budget.Run("LoRA student", trainable, outDir, log);

@@ -171,7 +171,7 @@ public static class CausalTests
                 using var s2 = NewDisposeScope();
                 opt.zero_grad();
                 var logits = (x.matmul(w) + bias).view(train.Count * slots, classes);
-                var loss = nn.functional.cross_entropy(logits, y.view(-1)) + 1e-4 * w.pow(2).sum();
+                var loss = nn.functional.cross_entropy(logits, y.view(-1)) + 1e-4 * w.square().sum();
                 loss.backward();
                 opt.step();
             }
@@ -227,7 +227,7 @@ public static class CausalTests
         {
             using var s2 = NewDisposeScope();
             opt.zero_grad();
-            var loss = nn.functional.binary_cross_entropy_with_logits(xtr.matmul(w) + b, ytr) + 1e-3 * w.pow(2).sum();
+            var loss = nn.functional.binary_cross_entropy_with_logits(xtr.matmul(w) + b, ytr) + 1e-3 * w.square().sum();
             loss.backward();
             opt.step();
         }

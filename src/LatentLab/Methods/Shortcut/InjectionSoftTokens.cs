@@ -29,7 +29,7 @@ public sealed class SoftTokenProjection : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor h)
     {
         using var scope = NewDisposeScope();
-        var n = h * (h.pow(2).mean(new long[] { -1 }, keepdim: true) + 1e-6).rsqrt();
+        var n = h * (h.square().mean(new long[] { -1 }, keepdim: true) + 1e-6).rsqrt();
         return proj.forward(n).MoveToOuterDisposeScope();
     }
 }

@@ -260,7 +260,7 @@ public static class KvPrefixTraining
                 ids = ids.to(dev);
                 var rowsIn = input.Rows(sample);
                 var z = predictor.Forward(predictor.StandardizePre(rowsIn.States), rowsIn.Mask?.to(dev));
-                var mse = (z - predictor.StandardizeKv(ArmsCommon.Rows(flatTrain, sample))).pow(2).mean();
+                var mse = (z - predictor.StandardizeKv(ArmsCommon.Rows(flatTrain, sample))).square().mean();
                 var slots = predictor.Unflatten(predictor.DestandardizeKv(z));
                 var ce = AnswerLoss(teacher, ids, targets.to(dev), mask.to(dev), p, slots);
                 return new TrainLoss(ce + lambda * mse, lossTokens);

@@ -102,7 +102,7 @@ public sealed class KvPrefixStudent : IDisposable
             .Select(x =>
             {
                 var t = x.Item2.to(ScalarType.Float32).to(x.Item1.device);
-                return (x.Item1.to(ScalarType.Float32) - t).pow(2).mean() / (t.pow(2).mean() + 1e-8);
+                return (x.Item1.to(ScalarType.Float32) - t).square().mean() / (t.square().mean() + 1e-8);
             }).ToList();
         return stack(parts).mean();
     }
