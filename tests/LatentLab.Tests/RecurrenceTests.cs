@@ -97,6 +97,23 @@ public sealed class RecurrenceTests : IDisposable
 
     [Theory]
     [MemberData(nameof(Archs))]
+    public void ALatentEntersWithTheNormOfATokenEmbedding(string arch)
+    {
+        using var model = DecoderReferenceTests.RandomTiny(arch, 17);
+        using var rec = new LatentRecurrence(model, RecurrenceMode.Append);
+        using var raw = new LatentRecurrence(DecoderReferenceTests.RandomTiny(arch, 17), RecurrenceMode.Append) { LatentScale = LatentScale.Raw };
+        using var scope = NewDisposeScope();
+        var h = randn(2, 3, model.Config.HiddenSize) * 7;
+        double embedNorm = model.EmbeddingWeight.norm(1).mean().item<float>();
+        var norms = rec.LatentInput(h).norm(-1).data<float>().ToArray();
+        Assert.All(norms, n => Assert.Equal(embedNorm, n, 3));
+        // Raw: the seed's formula, h / √d where the model scales its embeddings by √d (Gemma), h otherwise.
+        double s = model.Config.ScaleEmbeddings ? Math.Sqrt(model.Config.HiddenSize) : 1;
+        Assert.True(Same(raw.LatentInput(h), h * (1.0 / s)), $"{arch}: the raw latent input is not h / {s}");
+    }
+
+    [Theory]
+    [MemberData(nameof(Archs))]
     public void ShapesInBothModesAndThePauseControl(string arch)
     {
         var c = TinyModels.Config(arch);
@@ -297,6 +314,45 @@ public sealed class RecurrenceTests : IDisposable
     }
 
     [Fact]
+    public void TrackingAnnealingStepsPBackUpAfterALossAboveTheGate()
+    {
+        using var model = DecoderReferenceTests.RandomTiny("Qwen3ForCausalLM", 2);
+        using var rec = new LatentRecurrence(model, RecurrenceMode.Append);
+        Assert.Equal(PAnnealing.Tracking, PSchedule.Parse("track:0.2,1,0").Kind);
+        var o = new RecurrenceOptions { Model = "-", K = 2, Steps = 10, P = new PSchedule { Kind = PAnnealing.Tracking, GateLoss = 1e9, Start = 0.9, End = 0, AnnealFraction = 1 } };
+        var t = new RecurrenceTrainable(rec, o, (s, _) => Synthetic(s));
+        using var scope = NewDisposeScope();
+        for (int step = 0; step < 3; step++) { t.Loss(step, 0).Loss.backward(); t.AfterStep(step); }
+        Assert.Equal(0.9 - 3 * 0.09, t.PAt(3), 9); // three updates under the gate: three steps down
+        // The same trainable with the gate shut (its p carried over): one update above it raises p by one step.
+        var shut = new RecurrenceTrainable(rec, o with { P = o.P with { GateLoss = 1e-9 } }, (s, _) => Synthetic(s));
+        shut.ExtraState().Single().Tensor.fill_(0.5);
+        shut.Loss(3, 0).Loss.backward();
+        shut.AfterStep(3);
+        Assert.Equal(0.59, shut.PAt(4), 9);
+        // Never above its start.
+        shut.ExtraState().Single().Tensor.fill_(0.88);
+        shut.Loss(4, 0).Loss.backward();
+        shut.AfterStep(4);
+        Assert.Equal(0.9, shut.PAt(5), 9);
+    }
+
+    [Fact]
+    public void TheDeadlineBringsPToItsEndWhenTheGateNeverOpens()
+    {
+        using var model = DecoderReferenceTests.RandomTiny("Qwen3ForCausalLM", 2);
+        using var rec = new LatentRecurrence(model, RecurrenceMode.Append);
+        var o = new RecurrenceOptions { Model = "-", K = 2, Steps = 10, P = new PSchedule { Kind = PAnnealing.Gated, GateLoss = 1e-9, Start = 1, End = 0, Deadline = 0.5 } };
+        var t = new RecurrenceTrainable(rec, o, (s, _) => Synthetic(s));
+        using var scope = NewDisposeScope();
+        var ps = new List<double>();
+        for (int step = 0; step < 7; step++) { t.Loss(step, 0).Loss.backward(); t.AfterStep(step); ps.Add(t.PAt(step + 1)); }
+        Assert.Equal(new[] { 0.8, 0.6, 0.4, 0.2, 0, 0, 0 }, ps.Select(p => Math.Round(p, 9)));
+        Assert.Equal(1.0, new PSchedule().DeadlineAt(3, 10)); // no deadline: no bound
+        Assert.Throws<ArgumentException>(() => new PSchedule { Deadline = 1.5 }.Validate());
+    }
+
+    [Fact]
     public void ResumedRunEndsBitExactlyWhereAnUninterruptedOneDoes()
     {
         var o = new RecurrenceOptions { Model = "-", K = 3, Steps = 6, P = new PSchedule { Kind = PAnnealing.Gated, GateLoss = 1e9 }, KCurriculum = new KSchedule { Start = 1 } };
@@ -359,6 +415,64 @@ public sealed class RecurrenceTests : IDisposable
         var last = File.ReadLines(Path.Combine(o.OutDir, "train", "metrics.jsonl")).Last();
         Assert.Contains("\"k\":2", last);
         Assert.Contains("\"p\":0", last);
+    }
+
+    /// <summary>A gated schedule that never opens leaves p at its start: the arm is graded there too, and says so.</summary>
+    [Fact]
+    public void AGatedArmThatStopsShortIsGradedWhereTrainingLeftIt()
+    {
+        var model = TinyCharModel(Path.Combine(_dir, "model"));
+        var o = new RecurrenceOptions
+        {
+            Model = model, Difficulty = 2, K = 2, Steps = 3, BatchSize = 4, EvalPoints = 0, TestProblems = 5, Compute = "f32",
+            MarkerDecode = true, KCurriculum = new KSchedule { Curriculum = false },
+            P = new PSchedule { Kind = PAnnealing.Gated, GateLoss = 1e-9, Start = 0.8, End = 0 },
+            OutDir = Path.Combine(_dir, "gated"), ProgressBar = false,
+        };
+        var r = RecurrenceTraining.Train(o, TextWriter.Null);
+        Assert.Equal(0.8, r.PReached!.Value, 12);
+        Assert.Equal(5, r.AtPReached!.Value.Trials);
+        var json = JsonNode.Parse(File.ReadAllText(Path.Combine(o.OutDir, "result.json")))!;
+        Assert.Equal(0.8, json["p_reached"]!.GetValue<double>(), 12);
+        Assert.Equal(5, json["at_p_reached"]!["total"]!.GetValue<int>());
+        Assert.Contains("training stopped at p = 0.800", RecurrenceReport.ToStudy([r]).Arms[0].Notes);
+    }
+
+    /// <summary>'trace' in the study's K lists is the teacher's thought length: 17 tokens for 2-digit addition.</summary>
+    [Fact]
+    public void TheStudyResolvesTraceKToTheThoughtLength()
+    {
+        var model = TinyCharModel(Path.Combine(_dir, "model"));
+        var o = new RecurrenceStudyOptions
+        {
+            Model = model, Difficulty = 2, Ks = [0, 4, RecurrenceStudyOptions.TraceK], PauseK = RecurrenceStudyOptions.TraceK, DepthK = 2,
+            OutDir = Path.Combine(_dir, "study"),
+        };
+        var r = RecurrenceStudy.Resolve(o, TextWriter.Null);
+        Assert.Equal(new[] { 0, 4, 17 }, r.Ks);
+        Assert.Equal(17, r.PauseK);
+        Assert.Equal(2, r.DepthK);
+        var fmt = TraceFormat.ForModel(model, TaskRegistry.Get("addition"));
+        var p = TaskSplits.Generate(TaskRegistry.Get("addition"), Split.Train, 1, 2, 3)[0];
+        Assert.Equal(fmt.Thinking(p).Length, RecurrenceData.ThoughtLength(fmt, [p])); // one char token per character
+        Assert.Throws<ArgumentException>(() => RecurrenceStudy.Resolve(o with { Ks = [-3] }, TextWriter.Null));
+        // A depth arm cannot decode from the marker; it keeps the bridge and its own schedule.
+        var depth = r.Arm(2, RecurrenceMode.Depth, pause: false);
+        Assert.False(depth.MarkerDecode);
+        Assert.Equal(r.DepthP, depth.P);
+        Assert.True(r.Arm(17, RecurrenceMode.Append, pause: false).MarkerDecode);
+    }
+
+    /// <summary>A tiny random char model for 2-digit addition, saved as a Hugging Face folder.</summary>
+    static string TinyCharModel(string dir)
+    {
+        var fmt = TeacherFormat.Create(TaskRegistry.Get("addition"));
+        TorchRuntime.Initialize();
+        TorchRuntime.Seed(1);
+        using var m = new DecoderLM(TeacherModel.DefaultConfig(fmt.Tokenizer, 32, 2, 2));
+        Checkpoints.Save(m, dir);
+        ((Text.CharTokenizer)fmt.Tokenizer).Save(dir);
+        return dir;
     }
 
     /// <summary>

@@ -70,6 +70,21 @@ public sealed record TeacherReport(string RunDir, string ModelDir, double TrainS
 /// </summary>
 public static class TeacherTraining
 {
+    /// <summary>
+    /// A study's own teacher: trained into <see cref="TeacherOptions.OutDir"/> (resuming if killed) and reused as it is
+    /// once that run is complete (its eval.json and model folder exist). Returns the model folder.
+    /// </summary>
+    public static string Ensure(TeacherOptions o, TextWriter log)
+    {
+        var modelDir = Path.Combine(o.OutDir, "model");
+        if (File.Exists(Path.Combine(o.OutDir, "eval.json")) && Directory.Exists(modelDir)) return Path.GetFullPath(modelDir);
+        var family = TaskRegistry.Get(o.Task);
+        log.WriteLine($"training the study's teacher: {o.Steps} steps on {o.Task} ({family.Difficulty.Name} {o.Difficulty ?? family.Difficulty.Default})");
+        var r = Train(o with { ProgressBar = false }, log);
+        log.WriteLine($"teacher: {r.TrainSeconds:F0} s, greedy thinking accuracy {r.Cell("in-distribution", true).Accuracy}");
+        return r.ModelDir;
+    }
+
     public static TeacherReport Train(TeacherOptions o, TextWriter? log = null)
     {
         log ??= Console.Out;

@@ -30,6 +30,14 @@ public static class RecurrenceData
         return new RecurrenceExample(p, ids[..promptLength], ids[markerStart..at.FirstAnswer], ids[at.FirstAnswer..]);
     }
 
+    /// <summary>The longest reference thought among <paramref name="problems"/>, in tokens (between the prompt and the marker).</summary>
+    public static int ThoughtLength(TraceFormat fmt, IReadOnlyList<TaskProblem> problems) =>
+        problems.Max(p =>
+        {
+            var x = Example(fmt, p);
+            return fmt.Sequence(p, thinking: true).Ids.Length - x.Prompt.Length - x.Marker.Length - x.Answer.Length;
+        });
+
     public static RecurrenceBatch Batch(IReadOnlyList<RecurrenceExample> xs, int pad, Device device)
     {
         var marker = xs[0].Marker;

@@ -53,8 +53,15 @@ public static class RecurrenceReport
     /// </summary>
     public static Study ToStudy(IReadOnlyList<RecurrenceResult> arms) => new("latent recurrence", arms.Select(a => new Arm(
         a.Name, Describe(a), Role(a), a.Accuracy, Flops: a.FlopsPerAnswer, Seconds: a.TrainSeconds,
-        Notes: a.RunDir is null ? "the model as given, untrained here" : string.Create(CultureInfo.InvariantCulture,
-            $"K = {a.K}; final train loss {(double.IsFinite(a.FinalLoss) ? a.FinalLoss.ToString("F4", CultureInfo.InvariantCulture) : "—")}; {a.TrainSeconds:F0} s training"))).ToList());
+        Notes: Notes(a))).ToList());
+
+    static string Notes(RecurrenceResult a)
+    {
+        if (a.RunDir is null) return "the model as given, untrained here";
+        var loss = double.IsFinite(a.FinalLoss) ? a.FinalLoss.ToString("F4", CultureInfo.InvariantCulture) : "—";
+        var notes = string.Create(CultureInfo.InvariantCulture, $"K = {a.K}; final train loss {loss}; {a.TrainSeconds:F0} s training");
+        return a.AtPReached is { } r ? notes + string.Create(CultureInfo.InvariantCulture, $"; training stopped at p = {a.PReached:F3}, where it answers {r}") : notes;
+    }
 
     static ArmRole Role(RecurrenceResult a) => a.Mode switch
     {
@@ -95,10 +102,11 @@ public static class RecurrenceReport
         sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
             $"Model `{o.Model}`, task {o.Task}, {o.TestProblems} held-out test problems per arm (the same problems for every arm). " +
             $"Every trained arm: {o.Steps} updates of batch {o.BatchSize} on the same batches (matched training data and steps; " +
-            $"per-update FLOPs grow with K), lr {o.LearningRate}, answer-only cross-entropy, p {o.P.Kind.ToString().ToLowerInvariant()} " +
-            $"{o.P.Start} → {o.P.End} over the first {o.P.AnnealFraction:P0} of training, K curriculum " +
+            $"per-update FLOPs grow with K), lr {o.LearningRate}, answer-only cross-entropy, p {Describe(o.P)}, K curriculum " +
             $"{(o.KCurriculum.Curriculum ? $"from {o.KCurriculum.Start}" : "off")}, " +
-            $"{(o.LoraRank > 0 ? $"LoRA rank {o.LoraRank}" : "full latent-phase copy")}, checkpointing {(o.Checkpointing ? "on" : "off")}. " +
+            $"{(o.LoraRank > 0 ? $"LoRA rank {o.LoraRank}" : "full latent-phase copy")}, checkpointing {(o.Checkpointing ? "on" : "off")}, " +
+            $"{(o.MarkerDecode ? "append arms decode from the end-of-thinking marker with the latent steps as the cache (at p = 1 and K = the thought's length: the teacher's own trace)" : "decoding from a bridged position before the marker")}" +
+            $"{(o.DepthK > 0 ? $"; the depth arm decodes from bridged states, p {Describe(o.DepthP)}" : "")}. " +
             $"Evaluation at p = {o.P.End} and the arm's K, greedy answers checked by the task's exact verifier. Study time {seconds:F0} s."));
         sb.AppendLine();
         sb.Append(study.ArmsTable());
@@ -122,6 +130,19 @@ public static class RecurrenceReport
             foreach (var c in a.Curve)
                 sb.AppendLine(string.Create(CultureInfo.InvariantCulture, $"| {a.Name} | {c.Step} | {c.P:F2} | {c.K} | {c.Accuracy} |"));
         return sb.ToString();
+    }
+
+    static string Describe(PSchedule p)
+    {
+        var ci = CultureInfo.InvariantCulture;
+        string gate = p.Kind switch
+        {
+            PAnnealing.Gated => string.Create(ci, $" (falls only while the loss is under {p.GateLoss})"),
+            PAnnealing.Tracking => string.Create(ci, $" (falls while the loss is under {p.GateLoss}, rises while above)"),
+            _ => "",
+        };
+        string deadline = p.Deadline is { } d ? string.Create(ci, $", at {p.End} by {d:P0} of training at the latest") : "";
+        return string.Create(ci, $"{p.Kind.ToString().ToLowerInvariant()}{gate} {p.Start} → {p.End} over the first {p.AnnealFraction:P0} of training{deadline}");
     }
 
     /// <summary>Accuracy against K with Wilson bars; the untrained ceiling and floor as dashed lines across the K range.</summary>

@@ -18,8 +18,13 @@ namespace LatentLab.Methods.Recurrence;
 public sealed record CurvePoint(long Step, double P, int K, double Loss, Proportion Accuracy);
 
 /// <summary>A trained (or evaluated) arm: its verified accuracy on the test set and what one answer costs.</summary>
+/// <remarks>
+/// <see cref="Accuracy"/> is graded at the schedule's end value of p (0: pure latent steps). A gated schedule can stop
+/// short of it; then <see cref="PReached"/> is where p stood after the last update and <see cref="AtPReached"/> the
+/// accuracy graded there, so a report shows both what the arm was trained at and what pure latent steps give.
+/// </remarks>
 public sealed record RecurrenceResult(string Name, string Mode, int K, bool Pause, Proportion Accuracy, double FlopsPerAnswer,
-    double TrainSeconds, double FinalLoss, IReadOnlyList<CurvePoint> Curve, string? RunDir)
+    double TrainSeconds, double FinalLoss, IReadOnlyList<CurvePoint> Curve, string? RunDir, double? PReached = null, Proportion? AtPReached = null)
 {
     public JsonObject ToJson() => new()
     {
@@ -27,7 +32,8 @@ public sealed record RecurrenceResult(string Name, string Mode, int K, bool Paus
         ["correct"] = Accuracy.Successes, ["total"] = Accuracy.Trials, ["accuracy"] = Accuracy.Value,
         ["low"] = Accuracy.Low, ["high"] = Accuracy.High, ["flops"] = FlopsPerAnswer,
         ["train_seconds"] = TrainSeconds, ["final_loss"] = double.IsFinite(FinalLoss) ? FinalLoss : null,
-        ["run_dir"] = RunDir,
+        ["run_dir"] = RunDir, ["p_reached"] = PReached,
+        ["at_p_reached"] = AtPReached is { } r ? new JsonObject { ["correct"] = r.Successes, ["total"] = r.Trials, ["accuracy"] = r.Value } : null,
         ["curve"] = new JsonArray(Curve.Select(c => (JsonNode)new JsonObject
         {
             ["step"] = c.Step, ["p"] = c.P, ["k"] = c.K, ["loss"] = c.Loss,
@@ -64,7 +70,7 @@ public sealed class RecurrenceTrainable : ITrainable
     public nn.Module Module => _model;
 
     /// <summary>p used by update <paramref name="step"/>.</summary>
-    public double PAt(long step) => _o.P.Kind == PAnnealing.Gated ? _p.item<double>() : _o.P.At(step, _o.Steps);
+    public double PAt(long step) => _o.P.LossDriven ? _p.item<double>() : _o.P.At(step, _o.Steps);
 
     /// <summary>How far the p annealing has gone (0 at Start, 1 at End); drives the K curriculum.</summary>
     public double Annealed(double p) => _o.P.Start == _o.P.End ? 1 : (_o.P.Start - p) / (_o.P.Start - _o.P.End);
@@ -103,9 +109,12 @@ public sealed class RecurrenceTrainable : ITrainable
         _latentNorms = sq.Select(Math.Sqrt).ToArray();
         DisposeWatched();
 
-        if (_o.P.Kind == PAnnealing.Gated && LastLoss < _o.P.GateLoss)
+        if (_o.P.LossDriven)
         {
-            double next = Math.Max(_o.P.End, _p.item<double>() - _o.P.GateDecrement(_o.Steps));
+            double p = _p.item<double>(), delta = _o.P.GateDecrement(_o.Steps);
+            double next = LastLoss < _o.P.GateLoss ? Math.Max(_o.P.End, p - delta)
+                : _o.P.Kind == PAnnealing.Tracking ? Math.Min(_o.P.Start, p + delta) : p;
+            next = Math.Min(next, _o.P.DeadlineAt(step + 1, _o.Steps));
             using var _ = no_grad();
             _p.fill_(next);
         }
@@ -152,7 +161,10 @@ public static class RecurrenceTraining
         var baseModel = Checkpoints.Load(o.Model, device: device);
         var trainDir = Path.Combine(o.OutDir, "train");
         var compute = ComputePolicy.Apply(o.Compute, baseModel, Path.Combine(trainDir, "config.json"), log);
-        using var model = new LatentRecurrence(baseModel, o.Mode, o.LoraRank, o.BridgeMlp, o.Pause ? o.K : 0, o.MarkerDecode) { Checkpointing = o.Checkpointing };
+        using var model = new LatentRecurrence(baseModel, o.Mode, o.LoraRank, o.BridgeMlp, o.Pause ? o.K : 0, o.MarkerDecode)
+        {
+            Checkpointing = o.Checkpointing, LatentScale = o.LatentScale,
+        };
         model.SetComputeDType(compute.DType);
         int pad = fmt.Tokenizer.PadId ?? 0;
 
@@ -206,11 +218,16 @@ public static class RecurrenceTraining
 
         var test = TaskSplits.Generate(family, Split.Test, o.TestProblems, difficulty, o.Seed + 7919 * difficulty);
         var graded = Grade(model, fmt, test, o.K, o.P.End);
+        // A gated schedule may stop short of its end value: grade the arm where it was trained as well.
+        double reached = trainable.PAt(o.Steps);
+        bool shortOfEnd = !o.Pause && o.K > 0 && Math.Abs(reached - o.P.End) > 1e-9;
+        Proportion? atReached = shortOfEnd ? Accuracy(Grade(model, fmt, test, o.K, reached)) : null;
         var arm = new RecurrenceResult(ArmName(o), o.Mode.ToString().ToLowerInvariant(), o.K, o.Pause, Accuracy(graded),
-            graded.Average(g => Flops(model.Config, o, g)), seconds, result.FinalLoss, curve, Path.GetFullPath(o.OutDir));
+            graded.Average(g => Flops(model.Config, o, g)), seconds, result.FinalLoss, curve, Path.GetFullPath(o.OutDir), reached, atReached);
         AtomicFile.WriteAllText(Path.Combine(o.OutDir, "result.json"), arm.ToJson().ToJsonString(RecurrenceOptions.Json));
         WriteSamples(Path.Combine(o.OutDir, "answers.jsonl"), graded);
-        log.WriteLine($"{arm.Name}: {arm.Accuracy} at p={o.P.End}, K={o.K}; {arm.FlopsPerAnswer:E2} FLOPs per answer; trained in {seconds:F0} s");
+        log.WriteLine($"{arm.Name}: {arm.Accuracy} at p={o.P.End}, K={o.K}" + (atReached is { } r ? $" ({r} at p={reached:F3}, where training stopped)" : "") +
+                      $"; {arm.FlopsPerAnswer:E2} FLOPs per answer; trained in {seconds:F0} s");
         return arm;
     }
 
@@ -234,7 +251,7 @@ public static class RecurrenceTraining
         var fmt = TraceFormat.ForModel(o.Model, family);
         var device = TorchRuntime.ParseDevice(o.Device);
         var baseModel = Checkpoints.Load(o.Model, device: device);
-        using var model = new LatentRecurrence(baseModel, o.Mode, o.LoraRank, o.BridgeMlp, o.Pause ? o.K : 0, o.MarkerDecode);
+        using var model = new LatentRecurrence(baseModel, o.Mode, o.LoraRank, o.BridgeMlp, o.Pause ? o.K : 0, o.MarkerDecode) { LatentScale = o.LatentScale };
         using (no_grad())
         using (var f = SafetensorsCheckpoint.Open(Path.Combine(ckpt.Path, RunCheckpoints.ModelFile)))
             foreach (var (name, prm) in model.named_parameters())

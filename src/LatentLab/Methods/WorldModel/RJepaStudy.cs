@@ -176,20 +176,12 @@ public static class RJepaStudy
     }
 
     /// <summary>The study's own teacher (resumes if killed); graded on a few problems only, the study measures the rest.</summary>
-    static string TrainTeacher(RJepaStudyOptions o, int difficulty, TextWriter log, string name = "teacher")
-    {
-        var dir = Path.Combine(o.OutDir, name);
-        var modelDir = Path.Combine(dir, "model");
-        if (File.Exists(Path.Combine(dir, "eval.json")) && Directory.Exists(modelDir)) return modelDir;
-        log.WriteLine($"training the study's teacher: {o.TeacherSteps} steps on {o.Task} (difficulty {difficulty})");
-        var r = TeacherTraining.Train(new TeacherOptions
+    static string TrainTeacher(RJepaStudyOptions o, int difficulty, TextWriter log, string name = "teacher") =>
+        TeacherTraining.Ensure(new TeacherOptions
         {
             Task = o.Task, Difficulty = difficulty, Steps = o.TeacherSteps, EvalProblems = 64, OodExtra = 0, Compute = o.Compute,
-            Seed = o.Seed, OutDir = dir, ProgressBar = false,
+            Seed = o.Seed, OutDir = Path.Combine(o.OutDir, name),
         }, log);
-        log.WriteLine($"teacher: {r.TrainSeconds:F0} s, greedy thinking accuracy {r.Cell("in-distribution", true).Accuracy}");
-        return r.ModelDir;
-    }
 
     /// <summary>−logprob as a wrongness score: the baseline the world model's AUROC is read against.</summary>
     public static Auroc LogProbAuroc(IReadOnlyList<StepSample> samples) =>
