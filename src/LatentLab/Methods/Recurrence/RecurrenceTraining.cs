@@ -161,10 +161,8 @@ public static class RecurrenceTraining
         var baseModel = Checkpoints.Load(o.Model, device: device);
         var trainDir = Path.Combine(o.OutDir, "train");
         var compute = ComputePolicy.Apply(o.Compute, baseModel, Path.Combine(trainDir, "config.json"), log);
-        using var model = new LatentRecurrence(baseModel, o.Mode, o.LoraRank, o.BridgeMlp, o.Pause ? o.K : 0, o.MarkerDecode)
-        {
-            Checkpointing = o.Checkpointing, LatentScale = o.LatentScale,
-        };
+        using var model = Build(baseModel, o);
+        model.Checkpointing = o.Checkpointing;
         model.SetComputeDType(compute.DType);
         int pad = fmt.Tokenizer.PadId ?? 0;
 
@@ -231,6 +229,10 @@ public static class RecurrenceTraining
         return arm;
     }
 
+    /// <summary>The recurrence model a run's options describe, around <paramref name="baseModel"/> (training and re-grading build it alike).</summary>
+    static LatentRecurrence Build(DecoderLM baseModel, RecurrenceOptions o) =>
+        new(baseModel, o.Mode, o.LoraRank, o.BridgeMlp, o.Pause ? o.K : 0, o.MarkerDecode) { LatentScale = o.LatentScale };
+
     /// <summary>
     /// Re-grades a trained run folder (its config.json and newest checkpoint) at any K and p, e.g. to see how an arm
     /// trained at K = 4 answers with K = 8 steps, or at p = 0.5.
@@ -251,7 +253,7 @@ public static class RecurrenceTraining
         var fmt = TraceFormat.ForModel(o.Model, family);
         var device = TorchRuntime.ParseDevice(o.Device);
         var baseModel = Checkpoints.Load(o.Model, device: device);
-        using var model = new LatentRecurrence(baseModel, o.Mode, o.LoraRank, o.BridgeMlp, o.Pause ? o.K : 0, o.MarkerDecode) { LatentScale = o.LatentScale };
+        using var model = Build(baseModel, o);
         using (no_grad())
         using (var f = SafetensorsCheckpoint.Open(Path.Combine(ckpt.Path, RunCheckpoints.ModelFile)))
             foreach (var (name, prm) in model.named_parameters())
