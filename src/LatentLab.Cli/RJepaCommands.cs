@@ -287,6 +287,8 @@ public static class RJepaCommands
         var task = TaskOpt(); var diff = DifficultyOpt(); var point = PointOpt(); var seed = SeedOpt();
         var d = new RJepaStudyOptions();
         var teacherSteps = new Option<long>("--teacher-steps") { DefaultValueFactory = _ => d.TeacherSteps };
+        var teacherHidden = new Option<int>("--teacher-hidden") { Description = "without --model: width of the study's own teachers", DefaultValueFactory = _ => d.TeacherHidden };
+        var teacherLayers = new Option<int>("--teacher-layers") { Description = "without --model: depth of the study's own teachers", DefaultValueFactory = _ => d.TeacherLayers };
         var samples = new Option<int>("--samples") { Description = "N of best-of-N", DefaultValueFactory = _ => d.Samples };
         var temp = new Option<double>("--temperature") { DefaultValueFactory = _ => d.Temperature };
         var trainN = new Option<int>("--train-problems") { DefaultValueFactory = _ => d.TrainProblems };
@@ -304,14 +306,15 @@ public static class RJepaCommands
         var w = new WorldOptions(d.World.Steps);
         var output = new Option<string>("--out") { DefaultValueFactory = _ => d.OutDir };
         var cmd = new Command("study", "The whole protocol: sampled step stores, world model, score AUROCs, RERANK arms, NUDGE over λ and m, PLAN, cross-model calibration; writes report.md, results.json and plots")
-            { model, task, diff, point, seed, teacherSteps, samples, temp, trainN, valN, testN, nudgeN, lambdas, ms, planN, planLambdas, modelB, noCross, calibN, compute, output };
+            { model, task, diff, point, seed, teacherSteps, teacherHidden, teacherLayers, samples, temp, trainN, valN, testN, nudgeN, lambdas, ms, planN, planLambdas, modelB, noCross, calibN, compute, output };
         foreach (var o in w.Options) cmd.Add(o);
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var o = new RJepaStudyOptions
             {
                 Model = pr.GetValue(model) is { } m ? CliSupport.ModelDir(m) : null, Task = pr.GetValue(task)!, Difficulty = pr.GetValue(diff),
-                Point = pr.GetValue(point)!, Seed = pr.GetValue(seed), TeacherSteps = pr.GetValue(teacherSteps), Samples = pr.GetValue(samples),
+                Point = pr.GetValue(point)!, Seed = pr.GetValue(seed), TeacherSteps = pr.GetValue(teacherSteps),
+                TeacherHidden = pr.GetValue(teacherHidden), TeacherLayers = pr.GetValue(teacherLayers), Samples = pr.GetValue(samples),
                 Temperature = pr.GetValue(temp), TrainProblems = pr.GetValue(trainN), ValProblems = pr.GetValue(valN), TestProblems = pr.GetValue(testN),
                 NudgeProblems = pr.GetValue(nudgeN), Lambdas = Doubles(pr.GetValue(lambdas)!), CandidateCounts = Doubles(pr.GetValue(ms)!).Select(x => (int)x).ToList(),
                 PlanCases = pr.GetValue(planN), PlanLambdas = Doubles(pr.GetValue(planLambdas)!),

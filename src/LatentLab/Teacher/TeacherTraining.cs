@@ -77,7 +77,17 @@ public static class TeacherTraining
     public static string Ensure(TeacherOptions o, TextWriter log)
     {
         var modelDir = Path.Combine(o.OutDir, "model");
-        if (File.Exists(Path.Combine(o.OutDir, "eval.json")) && Directory.Exists(modelDir)) return Path.GetFullPath(modelDir);
+        var evalPath = Path.Combine(o.OutDir, "eval.json");
+        if (File.Exists(evalPath) && Directory.Exists(modelDir))
+        {
+            // Reused only when it is the teacher asked for: a changed width, depth or length must not be answered by an old run.
+            var config = TransformerConfig.FromHuggingFace(Path.Combine(modelDir, "config.json"));
+            long steps = JsonNode.Parse(File.ReadAllText(evalPath))?["steps"]?.GetValue<long>() ?? -1;
+            if (config.HiddenSize != o.Hidden || config.NumLayers != o.Layers || steps != o.Steps)
+                throw new InvalidOperationException($"{Path.GetFullPath(o.OutDir)} holds a teacher of d = {config.HiddenSize}, {config.NumLayers} layers, " +
+                    $"{steps} steps, not the d = {o.Hidden}, {o.Layers} layers, {o.Steps} steps asked for: give another --out or delete that folder");
+            return Path.GetFullPath(modelDir);
+        }
         var family = TaskRegistry.Get(o.Task);
         log.WriteLine($"training the study's teacher: {o.Steps} steps on {o.Task} ({family.Difficulty.Name} {o.Difficulty ?? family.Difficulty.Default})");
         var r = Train(o with { ProgressBar = false }, log);
