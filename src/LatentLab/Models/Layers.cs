@@ -15,6 +15,8 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     readonly Parameter weight;
     // Held as Scalars the module keeps alive: an implicitly converted Scalar can be finalized by the GC while a
     // native call still reads it (seen as "INTERNAL ASSERT FAILED at Scalar.h" in x.pow(2) under a progress bar's thread).
+    // The alpha too: `t + s` is TorchSharp's add(s), which passes a fresh Scalar 1 as alpha, so a 1,500-step
+    // pre-training died in THSTensor_add_scalar ("Expected false to be true" in Scalar::toFloat). Hence add(s, _one).
     readonly Scalar _eps, _one = 1.0.ToScalar();
     readonly bool _gemma;
 
@@ -33,9 +35,9 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var xf = x.to(ScalarType.Float32);
-        var normed = xf * (xf.square().mean(new long[] { -1 }, keepdim: true) + _eps).rsqrt();
+        var normed = xf * xf.square().mean(new long[] { -1 }, keepdim: true).add(_eps, _one).rsqrt();
         var w = weight.to(ScalarType.Float32);
-        var y = _gemma ? normed * (w + _one) : normed * w;
+        var y = _gemma ? normed * w.add(_one, _one) : normed * w;
         return y.to(x.dtype).MoveToOuterDisposeScope();
     }
 }
