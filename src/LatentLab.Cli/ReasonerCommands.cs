@@ -18,6 +18,7 @@ public static class ReasonerCommands
     {
         public readonly Option<string?> Task = new("--task") { Description = "task family (see `tasks list`) or gsm8k" };
         public readonly Option<int?> Difficulty = new("--difficulty") { Description = "the family's difficulty knob (tree: depth; cfg: prefix length)" };
+        public readonly Option<int?> TrainMinDifficulty = new("--train-min-difficulty") { Description = "curriculum: train on every difficulty from this up to --difficulty (tests stay at --difficulty)" };
         public readonly Option<string?> Train = new("--train") { Description = "GSM8K-format jsonl for task gsm8k" };
         public readonly Option<int?> HoldOut = new("--hold-out") { Description = "gsm8k: examples at the end of --train kept out of training" };
         public readonly Option<int?> Hidden = new("--hidden") { Description = "Reasoner width" };
@@ -41,7 +42,7 @@ public static class ReasonerCommands
 
         public IEnumerable<Option> All => new Option[]
         {
-            Task, Difficulty, Train, HoldOut, Hidden, Layers, Heads, Talker, TalkerHidden, TalkerLayers, Batch,
+            Task, Difficulty, TrainMinDifficulty, Train, HoldOut, Hidden, Layers, Heads, Talker, TalkerHidden, TalkerLayers, Batch,
             PretrainSteps, SstSteps, TalkerSteps, Momentum, K, Rollout, Compute, Seed, Scale, Out, Config,
         };
 
@@ -53,6 +54,7 @@ public static class ReasonerCommands
             o = o with
             {
                 Task = pr.GetValue(Task) ?? o.Task, Difficulty = pr.GetValue(Difficulty) ?? o.Difficulty,
+                TrainMinDifficulty = pr.GetValue(TrainMinDifficulty) ?? o.TrainMinDifficulty,
                 TrainFile = pr.GetValue(Train) ?? o.TrainFile, HoldOut = pr.GetValue(HoldOut) ?? o.HoldOut,
                 Hidden = pr.GetValue(Hidden) ?? o.Hidden, Layers = pr.GetValue(Layers) ?? o.Layers, Heads = pr.GetValue(Heads) ?? o.Heads,
                 Talker = pr.GetValue(Talker)?.Trim().ToLowerInvariant() ?? o.Talker,

@@ -228,6 +228,22 @@ public sealed class JepaReasonerTests
     }
 
     [Fact]
+    public void CurriculumDrawsTrainingProblemsEvenlyFromEveryDifficultyAndTestsAtTheTop()
+    {
+        var family = TaskRegistry.Get("tree:edges");
+        var data = new TaskReasonerData(family, 3, trainMinDifficulty: 1);
+        var train = data.Train(seed: 5, n: 10);
+        Assert.Equal(10, train.Count);
+        // Problem i has difficulty 1 + i mod 3: a tree of that depth has that many steps.
+        Assert.Equal([1, 2, 3, 1, 2, 3, 1, 2, 3, 1], train.Select(x => x.Problem!.Steps.Count).ToArray());
+        Assert.Equal(train.Select(x => x.Problem!.Prompt), data.Train(seed: 5, n: 10).Select(x => x.Problem!.Prompt));
+        Assert.All(data.Test(8, 1), x => Assert.Equal(3, x.Problem!.Steps.Count));
+        Assert.All(new TaskReasonerData(family, 3).Train(5, 6), x => Assert.Equal(3, x.Problem!.Steps.Count));
+        Assert.Throws<ArgumentException>(() => new TaskReasonerData(family, 2, trainMinDifficulty: 3));
+        Assert.Throws<ArgumentException>(() => new ReasonerOptions { Difficulty = 2, TrainMinDifficulty = 3 }.Validate());
+    }
+
+    [Fact]
     public void ChainDriftReportsCosineAndReadoutPerPosition()
     {
         TorchRuntime.Initialize();

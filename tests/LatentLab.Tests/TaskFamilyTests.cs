@@ -357,6 +357,35 @@ public sealed class TaskFamilyTests
     }
 
     [Fact]
+    public void Tree_with_char_labels_writes_one_token_per_node_and_routes_like_the_digit_tree()
+    {
+        var f = TaskRegistry.Get("tree:labels=char");
+        Assert.Equal("tree:labels=char", f.Name);
+        Assert.Equal(4, f.Difficulty.Max);
+        var given = Rebuild(f, "k(3,z),3(a,b),z(c,d);k>b=");
+        Assert.Equal(["b<3:r", "3<k:l"], given.Steps);
+        Assert.Equal("lr", given.Answer);
+        Assert.Throws<FormatException>(() => Rebuild(f, "45(13,29),12(45,17),17(88,61);12>29="));
+        Assert.Throws<FormatException>(() => Rebuild(F("tree"), "k(3,z),3(a,b),z(c,d);k>b="));
+        for (long seed = 0; seed < 100; seed++)
+        {
+            var p = f.Generate(seed, 4);
+            Assert.All(p.Prompt, c => Assert.Contains(c, f.Alphabet));
+            var entries = System.Text.RegularExpressions.Regex.Matches(p.Prompt, @"(\w)\((\w),(\w)\)")
+                .ToDictionary(m => m.Groups[1].Value[0], m => (L: m.Groups[2].Value[0], R: m.Groups[3].Value[0]));
+            Assert.Equal(15, entries.Count); // depth 4: 15 internal nodes, 31 distinct one-character labels
+            var tail = p.Prompt.Split(';')[1].TrimEnd('=').Split('>');
+            char node = tail[0].Single();
+            foreach (char dir in p.Answer) node = dir == 'l' ? entries[node].L : entries[node].R;
+            Assert.Equal(tail[1].Single(), node);
+            Assert.True(f.Verify(p, p.Answer));
+            var renamed = f.Edit(p, EditKind.Rename, seed);
+            Assert.Equal(p.Answer, renamed.Edited.Answer);
+        }
+        Assert.ThrowsAny<ArgumentException>(() => f.Generate(0, 5));
+    }
+
+    [Fact]
     public void Cfg_stack_intermediates_match_steps_and_noise_keeps_the_clean_answer()
     {
         var clean = new CfgFamily();

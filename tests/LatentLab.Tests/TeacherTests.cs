@@ -52,6 +52,25 @@ public sealed class TeacherTests : IDisposable
         Assert.False(Directory.Exists(Path.Combine(_dir, "train")), "training started before the evaluation sets were drawn");
     }
 
+    /// <summary>A study's teacher folder is reused only for the teacher asked for: another width or length is an error, not the old model.</summary>
+    [Fact]
+    public void EnsureReusesAFinishedTeacherOnlyWhenItMatches()
+    {
+        var o = new TeacherOptions
+        {
+            Task = "addition", Difficulty = 2, Steps = 3, BatchSize = 4, Hidden = 32, Layers = 1, Heads = 2, WarmupSteps = 1,
+            EvalProblems = 8, OodExtra = 0, OutDir = _dir, ProgressBar = false, Compute = "f32",
+        };
+        var first = TeacherTraining.Ensure(o, TextWriter.Null);
+        var stamp = File.GetLastWriteTimeUtc(Path.Combine(first, "config.json"));
+        Assert.Equal(first, TeacherTraining.Ensure(o, TextWriter.Null));
+        Assert.Equal(stamp, File.GetLastWriteTimeUtc(Path.Combine(first, "config.json")));
+        var wider = Assert.Throws<InvalidOperationException>(() => TeacherTraining.Ensure(o with { Hidden = 64 }, TextWriter.Null));
+        Assert.Contains("d = 32, 1 layers, 3 steps, not the d = 64", wider.Message);
+        Assert.Throws<InvalidOperationException>(() => TeacherTraining.Ensure(o with { Steps = 4 }, TextWriter.Null));
+        Assert.Throws<InvalidOperationException>(() => TeacherTraining.Ensure(o with { Layers = 2 }, TextWriter.Null));
+    }
+
     [Fact]
     [Trait("Category", "Slow")]
     public void TeacherLearnsTwoDigitAdditionWithThinkingAndSavesAHuggingFaceFolder()

@@ -13,7 +13,7 @@ public static class TaskRegistry
 
     public static IReadOnlyList<string> Names => All.Select(f => f.Name).ToList();
 
-    /// <summary>A family by name; <c>cfg:noise=0.15</c> gives the CFG family with that token-noise rate.</summary>
+    /// <summary>A family by name; <c>cfg:noise=0.15</c> gives the CFG family with that token-noise rate, <c>tree:labels=char</c> the tree family with one-character node labels, <c>tree:edges</c> the same tree as an edge list.</summary>
     public static ITaskFamily Get(string name)
     {
         ArgumentNullException.ThrowIfNull(name);
@@ -25,8 +25,10 @@ public static class TaskRegistry
                 throw new ArgumentException($"task family '{name}': the noise rate must be a number in [0, 1], e.g. cfg:noise=0.15", nameof(name));
             return new CfgFamily(rate);
         }
+        if (n == "tree:labels=char") return new TreeFamily(charLabels: true);
+        if (n == "tree:edges") return new TreeFamily(charLabels: true, edges: true);
         return All.FirstOrDefault(f => f.Name == n)
             ?? throw new ArgumentException(
-                $"unknown task family '{name}'; known families: {string.Join(", ", Names)} (and cfg:noise=RATE)", nameof(name));
+                $"unknown task family '{name}'; known families: {string.Join(", ", Names)} (and cfg:noise=RATE, tree:labels=char, tree:edges)", nameof(name));
     }
 }

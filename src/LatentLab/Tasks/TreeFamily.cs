@@ -8,6 +8,18 @@ namespace LatentLab.Tasks;
 /// path from the root to the target leaf as <c>l</c>/<c>r</c> letters (lowercase, to keep the alphabet small).
 /// The steps climb from the target to the root, <c>child&lt;parent:dir</c>, because each such step is a single lookup
 /// in the prompt (whose entry holds this node?); the answer is their directions read backwards.
+/// <para>
+/// <c>tree:labels=char</c> labels the nodes with single characters (digits and lowercase letters but l and r, 34 of
+/// them, so depth ≤ 4) instead of two digits. Then each look-up matches one token, as in the paper's tree search where
+/// a node is a token; with two-digit labels a small character model must first pair the digits before it can match
+/// them, which a d = 64, 4-layer model had not learned after 2,000 updates (README, JEPA-Reasoner diagnosis).
+/// </para>
+/// <para>
+/// <c>tree:edges</c> lists the same tree, with one-character labels, as child-to-parent edges <c>child&lt;parent:dir</c>
+/// (each entry's left edge, then its right one). A step is then the edge of the current node, found by matching that
+/// one token, as an induction head does; in the nested form the model must also count back from the child to its
+/// parent, 2 or 4 characters depending on the side.
+/// </para>
 /// </summary>
 public sealed partial class TreeFamily : TaskFamilyBase<TreeFamily.Params>
 {
@@ -15,24 +27,58 @@ public sealed partial class TreeFamily : TaskFamilyBase<TreeFamily.Params>
     public sealed record Params(IReadOnlyList<Entry> Entries, int Root, int Target);
 
     private const int MinLabel = 10, MaxLabel = 99;
+    /// <summary>The single-character labels of <c>tree:labels=char</c>, label i + <see cref="MinLabel"/> written as Symbols[i].</summary>
+    public const string Symbols = "0123456789abcdefghijkmnopqstuvwxyz";
+
+    public TreeFamily() : this(charLabels: false) { }
+
+    /// <summary>Two-digit labels, or with <paramref name="charLabels"/> one character per node; <paramref name="edges"/>
+    /// writes the prompt as an edge list (one-character labels always).</summary>
+    public TreeFamily(bool charLabels, bool edges = false)
+    {
+        Edges = edges;
+        charLabels |= edges;
+        CharLabels = charLabels;
+        Alphabet = Chars("0123456789(),;<>:=lr" + (charLabels ? Symbols : ""));
+        Difficulty = charLabels
+            ? new("depth", 3, 1, 4, "depth of the complete binary tree (2^depth leaves; at most 4 with one-character labels)")
+            : new("depth", 3, 1, 5, "depth of the complete binary tree (2^depth leaves)");
+    }
+
+    public bool CharLabels { get; }
+    public bool Edges { get; }
 
     protected override string BaseName => "tree";
 
+    public override string Name => Edges ? "tree:edges" : CharLabels ? "tree:labels=char" : "tree";
+
+    int LabelCount => CharLabels ? Symbols.Length : MaxLabel - MinLabel + 1;
+
+    string L(int label) => CharLabels ? Symbols[label - MinLabel].ToString() : label.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    int ReadLabel(string text, string prompt)
+    {
+        if (!CharLabels) return int.Parse(text, System.Globalization.CultureInfo.InvariantCulture);
+        int i = text.Length == 1 ? Symbols.IndexOf(text[0]) : -1;
+        if (i < 0) throw BadPrompt(prompt, $"'{text}' is not a one-character label ({Symbols})");
+        return i + MinLabel;
+    }
+
     public override string Description =>
-        "Binary-tree routing. Prompt 'p(l,r),p(l,r),...;root>target=' (entries shuffled, labels 10..99). " +
+        "Binary-tree routing. Prompt 'p(l,r),p(l,r),...;root>target=' (entries shuffled, labels 10..99; tree:labels=char: one character each; tree:edges: the tree as edges 'c<p:d,...', one character each). " +
         "Steps from the target up: 'child<parent:d' with d in {l,r}. Answer: the root-to-target path, e.g. 'lrl'. " +
         "Intermediates per step: node, parent, dir (0 l, 1 r), depth (depth of the parent, root = 0). " +
         "Counterfactual: another target leaf. Nuisance: swap the children of a node off the path. " +
         "Paraphrase: list the entries in another order. Rename: relabel every node.";
 
-    public override DifficultyKnob Difficulty { get; } = new("depth", 3, 1, 5, "depth of the complete binary tree (2^depth leaves)");
+    public override DifficultyKnob Difficulty { get; }
 
-    public override IReadOnlySet<char> Alphabet { get; } = Chars("0123456789(),;<>:=lr");
+    public override IReadOnlySet<char> Alphabet { get; }
 
     protected override Params Sample(TaskRng rng, int depth)
     {
         int count = (1 << (depth + 1)) - 1;
-        var labels = Enumerable.Range(MinLabel, MaxLabel - MinLabel + 1).ToList();
+        var labels = Enumerable.Range(MinLabel, LabelCount).ToList();
         rng.Shuffle(labels);
         var entries = new List<Entry>();
         for (int i = 0; i < (1 << depth) - 1; i++)
@@ -42,19 +88,50 @@ public sealed partial class TreeFamily : TaskFamilyBase<TreeFamily.Params>
         return new Params(entries, labels[0], labels[leaf]);
     }
 
-    [GeneratedRegex(@"^((?:[0-9]+\([0-9]+,[0-9]+\))(?:,[0-9]+\([0-9]+,[0-9]+\))*);([0-9]+)>([0-9]+)=$")]
+    [GeneratedRegex(@"^((?:[0-9a-z]+\([0-9a-z]+,[0-9a-z]+\))(?:,[0-9a-z]+\([0-9a-z]+,[0-9a-z]+\))*);([0-9a-z]+)>([0-9a-z]+)=$")]
     private static partial Regex PromptRegex();
 
-    [GeneratedRegex(@"([0-9]+)\(([0-9]+),([0-9]+)\)")]
+    [GeneratedRegex(@"([0-9a-z]+)\(([0-9a-z]+),([0-9a-z]+)\)")]
     private static partial Regex EntryRegex();
+
+    [GeneratedRegex(@"^[0-9]+$")]
+    private static partial Regex NumberRegex();
+
+    [GeneratedRegex(@"^((?:[0-9a-z]<[0-9a-z]:[lr])(?:,[0-9a-z]<[0-9a-z]:[lr])*);([0-9a-z])>([0-9a-z])=$")]
+    private static partial Regex EdgePromptRegex();
+
+    [GeneratedRegex(@"([0-9a-z])<([0-9a-z]):([lr])")]
+    private static partial Regex EdgeRegex();
+
+    /// <summary>The entries of an edge-list prompt: each parent's two edges, one l and one r, in order of first appearance.</summary>
+    List<Entry> ParseEdges(string list, string prompt)
+    {
+        var children = new Dictionary<int, (int? Left, int? Right)>();
+        var order = new List<int>();
+        foreach (Match e in EdgeRegex().Matches(list))
+        {
+            int child = ReadLabel(e.Groups[1].Value, prompt), parent = ReadLabel(e.Groups[2].Value, prompt);
+            if (!children.TryGetValue(parent, out var c)) { order.Add(parent); c = (null, null); }
+            if (e.Groups[3].Value == "l") c = c.Left is null ? (child, c.Right) : throw BadPrompt(prompt, $"{e.Groups[2].Value} has two left children");
+            else c = c.Right is null ? (c.Left, child) : throw BadPrompt(prompt, $"{e.Groups[2].Value} has two right children");
+            children[parent] = c;
+        }
+        return order.Select(p => children[p] is (int l, int r) ? new Entry(p, l, r) : throw BadPrompt(prompt, $"{L(p)} lacks a child")).ToList();
+    }
 
     protected override Params Parse(TaskProblem problem)
     {
-        var m = PromptRegex().Match(problem.Prompt);
+        var m = (Edges ? EdgePromptRegex() : PromptRegex()).Match(problem.Prompt);
+        if (!m.Success && Edges) throw BadPrompt(problem.Prompt, "expected 'child<parent:d,...;root>target=' with one-character labels");
         if (!m.Success) throw BadPrompt(problem.Prompt, "expected 'p(l,r),...;root>target='");
-        var entries = EntryRegex().Matches(m.Groups[1].Value)
-            .Select(e => new Entry(int.Parse(e.Groups[1].Value), int.Parse(e.Groups[2].Value), int.Parse(e.Groups[3].Value))).ToList();
-        var p = new Params(entries, int.Parse(m.Groups[2].Value), int.Parse(m.Groups[3].Value));
+        int Label(string text)
+        {
+            if (!CharLabels && !NumberRegex().IsMatch(text)) throw BadPrompt(problem.Prompt, $"'{text}' is not a number label");
+            return ReadLabel(text, problem.Prompt);
+        }
+        var entries = Edges ? ParseEdges(m.Groups[1].Value, problem.Prompt) : EntryRegex().Matches(m.Groups[1].Value)
+            .Select(e => new Entry(Label(e.Groups[1].Value), Label(e.Groups[2].Value), Label(e.Groups[3].Value))).ToList();
+        var p = new Params(entries, Label(m.Groups[2].Value), Label(m.Groups[3].Value));
         var parents = ParentMap(p, problem.Prompt);
         if (parents.ContainsKey(p.Root)) throw BadPrompt(problem.Prompt, $"root {p.Root} has a parent");
         if (entries.Any(e => e.Parent == p.Target)) throw BadPrompt(problem.Prompt, $"target {p.Target} is not a leaf");
@@ -79,8 +156,10 @@ public sealed partial class TreeFamily : TaskFamilyBase<TreeFamily.Params>
         return parents;
     }
 
-    private static string Render(Params p) =>
-        string.Join(',', p.Entries.Select(e => $"{e.Parent}({e.Left},{e.Right})")) + $";{p.Root}>{p.Target}=";
+    private string Render(Params p) =>
+        (Edges
+            ? string.Join(',', p.Entries.SelectMany(e => new[] { $"{L(e.Left)}<{L(e.Parent)}:l", $"{L(e.Right)}<{L(e.Parent)}:r" }))
+            : string.Join(',', p.Entries.Select(e => $"{L(e.Parent)}({L(e.Left)},{L(e.Right)})"))) + $";{L(p.Root)}>{L(p.Target)}=";
 
     protected override string Canonical(Params p) => Render(p with { Entries = p.Entries.OrderBy(e => e.Parent).ToList() });
 
@@ -107,7 +186,7 @@ public sealed partial class TreeFamily : TaskFamilyBase<TreeFamily.Params>
         for (int i = 0; i < path.Count; i++)
         {
             var (node, parent, dir) = path[i];
-            steps.Add($"{node}<{parent}:{dir}");
+            steps.Add($"{L(node)}<{L(parent)}:{dir}");
             inter.Add(new() { ["node"] = node, ["parent"] = parent, ["dir"] = dir == 'l' ? 0 : 1, ["depth"] = path.Count - 1 - i });
         }
         string answer = new(path.Select(x => x.Dir).Reverse().ToArray());
@@ -148,7 +227,7 @@ public sealed partial class TreeFamily : TaskFamilyBase<TreeFamily.Params>
     protected override EditOutcome Rename(Params p, TaskRng rng)
     {
         var nodes = p.Entries.SelectMany(e => new[] { e.Parent, e.Left, e.Right }).Distinct().OrderBy(x => x).ToList();
-        var labels = Enumerable.Range(MinLabel, MaxLabel - MinLabel + 1).ToList();
+        var labels = Enumerable.Range(MinLabel, LabelCount).ToList();
         if (nodes.Count > labels.Count) return EditOutcome.Unsupported("more nodes than two-digit labels");
         rng.Shuffle(labels);
         var map = nodes.Select((n, i) => (n, labels[i])).ToDictionary(x => x.n, x => x.Item2);

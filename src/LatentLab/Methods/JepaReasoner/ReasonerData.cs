@@ -65,10 +65,14 @@ public sealed class TaskReasonerData : IReasonerData
 {
     readonly TeacherFormat _fmt;
 
-    public TaskReasonerData(ITaskFamily family, int difficulty)
+    /// <summary>Tests at <paramref name="difficulty"/>; training draws evenly from <paramref name="trainMinDifficulty"/> up to it (default: it alone).</summary>
+    public TaskReasonerData(ITaskFamily family, int difficulty, int? trainMinDifficulty = null)
     {
         Family = family;
         Difficulty = difficulty;
+        TrainMinDifficulty = trainMinDifficulty ?? difficulty;
+        if (TrainMinDifficulty > difficulty || TrainMinDifficulty < family.Difficulty.Min)
+            throw new ArgumentException($"{family.Name}: the training difficulties must lie in [{family.Difficulty.Min}, {difficulty}] (got from {TrainMinDifficulty})");
         _fmt = TeacherFormat.Create(family);
         // The longest continuation over a fixed sample, plus a margin for the rare longer one.
         MaxContinuation = TaskSplits.Generate(family, Split.Train, 256, difficulty, 12345).Max(p => Example(p).Continuation.Length) + 4;
@@ -76,8 +80,10 @@ public sealed class TaskReasonerData : IReasonerData
 
     public ITaskFamily Family { get; }
     public int Difficulty { get; }
+    public int TrainMinDifficulty { get; }
     public TeacherFormat Format => _fmt;
-    public string Name => $"{Family.Name} (difficulty {Difficulty})";
+    public string Name => TrainMinDifficulty == Difficulty ? $"{Family.Name} (difficulty {Difficulty})"
+        : $"{Family.Name} (difficulty {Difficulty}, trained on {TrainMinDifficulty}–{Difficulty})";
     public CharTokenizer Tokenizer => (CharTokenizer)_fmt.Tokenizer;
     public int MaxContinuation { get; }
 
@@ -87,8 +93,15 @@ public sealed class TaskReasonerData : IReasonerData
         return new ReasonerExample(ids[..promptLen], ids[promptLen..], p.Answer, p);
     }
 
-    public IReadOnlyList<ReasonerExample> Train(long seed, int n) =>
-        TaskSplits.Generate(Family, Split.Train, n, Difficulty, seed).Select(Example).ToList();
+    /// <summary>Training examples; with a curriculum, problem i is of difficulty TrainMinDifficulty + i mod (the number of difficulties).</summary>
+    public IReadOnlyList<ReasonerExample> Train(long seed, int n)
+    {
+        int k = Difficulty - TrainMinDifficulty + 1;
+        if (k == 1) return TaskSplits.Generate(Family, Split.Train, n, Difficulty, seed).Select(Example).ToList();
+        var byLevel = Enumerable.Range(0, k)
+            .Select(j => TaskSplits.Generate(Family, Split.Train, (n - j + k - 1) / k, TrainMinDifficulty + j, seed)).ToList();
+        return Enumerable.Range(0, n).Select(i => Example(byLevel[i % k][i / k])).ToList();
+    }
 
     /// <summary>Held-out problems (test split); a noisy family variant (cfg:noise=r) gives noisy prompts with clean answers.</summary>
     public IReadOnlyList<ReasonerExample> Test(int n, long seed, ITaskFamily? variant = null) =>

@@ -15,6 +15,12 @@ public sealed record ReasonerOptions
     public string Task { get; init; } = "tree";
     /// <summary>The family's difficulty knob; null = its default.</summary>
     public int? Difficulty { get; init; }
+    /// <summary>
+    /// A curriculum in the data: training problems are drawn evenly from every difficulty between this and
+    /// <see cref="Difficulty"/> (null = <see cref="Difficulty"/> only); tests stay at <see cref="Difficulty"/>. A d = 64
+    /// Reasoner learns depth-1 tree routing in 600 updates (94.5 % greedy) but not depth 2 in 2,500 (chance).
+    /// </summary>
+    public int? TrainMinDifficulty { get; init; }
     /// <summary>GSM8K-format jsonl for training (task gsm8k).</summary>
     public string? TrainFile { get; init; }
     /// <summary>GSM8K: how many examples at the end of <see cref="TrainFile"/> are held out of training (used as the test set when no test file is given).</summary>
@@ -97,6 +103,8 @@ public sealed record ReasonerOptions
         Check(TalkerHidden % 4 == 0 && (TalkerHidden / 4) % 2 == 0, $"TalkerHidden ({TalkerHidden}) must be a multiple of 8 (4 heads, even head size)");
         Check(Layers > 0 && TalkerLayers > 0 && TalkerEncoderLayers > 0, "layer counts must be positive");
         Check(BatchSize > 0, "BatchSize must be positive");
+        Check(TrainMinDifficulty is null || Difficulty is null || TrainMinDifficulty <= Difficulty,
+            $"TrainMinDifficulty ({TrainMinDifficulty}) must not exceed Difficulty ({Difficulty})");
         Check(Momentum is >= 0 and <= 1, $"Momentum must be in [0, 1] (got {Momentum})");
         Check(LossScale > 0, $"LossScale must be positive (got {LossScale})");
         Check(Rollout is >= 0 and <= 1, $"Rollout must be a share in [0, 1] (got {Rollout})");
