@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 
 // Benchmarks print throughput as a fraction of a yardstick measured in this same process: the best rate of square
 // matmuls (256, 512, 1024, 2048) per dtype. So the figures mean the same on any machine, and a fraction above 100%
-// would mean the yardstick is wrong. Usage: dotnet run -c Release --project bench/LatentLab.Bench [train|teacher|extract|checksum|probe|all]
+// would mean the yardstick is wrong. Usage: dotnet run -c Release --project bench/LatentLab.Bench [train|teacher [HIDDEN LAYERS]|extract|checksum|probe|all]
 var which = args.Length > 0 ? args[0] : "all";
 if (which == "checksum")
 {
@@ -48,8 +48,16 @@ foreach (var dt in new[] { ScalarType.Float32, ScalarType.BFloat16 })
 {
     // Two passes over the ladder, the best of each size kept: the first pass also warms the thread pool and the clock,
     // which a single pass measured at 2.8 GFLOP/s for 256³ and let a model's forward pass "beat" the yardstick.
+    // The ladder stops at the first size whose matmul takes over half a second: emulated bf16 on an AVX2-only EPYC
+    // runs near 3 GFLOP/s, where the full ladder took minutes before the benchmark proper began.
     var sizes = new[] { 256, 512, 1024, 2048 };
-    var rates = sizes.Select(n => (n, g: Enumerable.Range(0, 2).Max(_ => Throughput.MatmulGflops(n, dt, repeats: n >= 2048 ? 5 : 20)))).ToList();
+    var rates = new List<(int n, double g)>();
+    foreach (var n in sizes)
+    {
+        double g = Enumerable.Range(0, 2).Max(_ => Throughput.MatmulGflops(n, dt, repeats: n >= 2048 ? 5 : 20));
+        rates.Add((n, g));
+        if (2.0 * n * n * n / (g * 1e9) > 0.5) break;
+    }
     yard[dt] = rates.Max(r => r.g);
     Console.WriteLine($"yardstick {TorchRuntime.DTypeName(dt)}: {yard[dt]:F1} GFLOP/s (best of " +
                       string.Join(", ", rates.Select(r => $"{r.n}³ {r.g:F1}")) + ")");
@@ -110,7 +118,9 @@ if (which is "teacher" or "all")
 {
     // The demo teacher's own training step, timed by part: batch construction (problems, traces, layouts) on the
     // CPU, forward + loss, backward, clipping + AdamW. Where the time goes decides what a faster demo must change.
+    // Optional width and depth after the mode (`teacher 96 3`): the step cost of a narrower teacher on this CPU.
     var o = new LatentLab.Teacher.TeacherOptions { BottleneckSlots = 4 };
+    if (args.Length >= 3 && which == "teacher") o = o with { Hidden = int.Parse(args[1]), Layers = int.Parse(args[2]) };
     var fmt = LatentLab.Teacher.TeacherFormat.Create(LatentLab.Tasks.TaskRegistry.Get(o.Task), o.BottleneckSlots);
     var cfg = LatentLab.Teacher.TeacherModel.DefaultConfig(fmt.Tokenizer, o.Hidden, o.Layers, o.Heads);
     int difficulty = fmt.Family.Difficulty.Default;
@@ -146,7 +156,7 @@ if (which is "teacher" or "all")
         }
         double total = data + fwd + bwd + upd;
         double gflops = 3 * Throughput.DecoderForwardFlops(cfg, 1, 1) * tokens / total / 1e9;
-        Console.WriteLine($"demo teacher step (batch {o.BatchSize}, {tokens / steps} tokens/step, {lossTokens / steps} loss tokens), compute {TorchRuntime.DTypeName(compute)}: " +
+        Console.WriteLine($"teacher d={o.Hidden} × {o.Layers} step (batch {o.BatchSize}, {tokens / steps} tokens/step, {lossTokens / steps} loss tokens), compute {TorchRuntime.DTypeName(compute)}: " +
                           $"{total / steps * 1e3:F0} ms/step = data {data / total:P0}, forward {fwd / total:P0}, backward {bwd / total:P0}, update {upd / total:P0}; " +
                           $"{lossTokens / total:F0} loss tokens/s, ~{Of(gflops, compute)}");
     }

@@ -79,14 +79,17 @@ public static class TeacherCommands
         var teacherOnly = new Option<bool>("--teacher-only") { Description = "stop after the teacher (skip the latent shortcut study)" };
         var demoCompute = CliSupport.ComputeOption();
         var demoSlots = new Option<int>("--bottleneck") { Description = "latent slots of the teacher's bottleneck traces (0: full traces only)", DefaultValueFactory = _ => DemoSlots };
+        var demoHidden = new Option<int>("--hidden") { Description = "teacher width", DefaultValueFactory = _ => new TeacherOptions().Hidden };
+        var demoLayers = new Option<int>("--layers") { Description = "teacher layers", DefaultValueFactory = _ => new TeacherOptions().Layers };
         var cmd = new Command("demo", "The main job: train a teacher on 4-digit addition, then run the latent shortcut study on it and print the no-go table")
-            { output, steps, demoDevice, teacherOnly, demoCompute, demoSlots };
+            { output, steps, demoHidden, demoLayers, demoDevice, teacherOnly, demoCompute, demoSlots };
         cmd.SetAction(pr => CliSupport.Run(() =>
         {
             var sw = Stopwatch.StartNew();
             var o = new TeacherOptions
             {
                 OutDir = Path.Combine(pr.GetValue(output)!, "teacher"), Steps = pr.GetValue(steps), Device = pr.GetValue(demoDevice)!,
+                Hidden = pr.GetValue(demoHidden), Layers = pr.GetValue(demoLayers),
                 Compute = pr.GetValue(demoCompute)!, BottleneckSlots = pr.GetValue(demoSlots),
             };
             AnsiConsole.MarkupLine($"[bold]LatentLab demo[/]: training a {o.Layers}-layer d={o.Hidden} teacher on {o.Task} ({o.Steps} steps), then grading it.");
