@@ -386,6 +386,26 @@ public sealed class TaskFamilyTests
     }
 
     [Fact]
+    public void Tree_as_edges_reads_the_same_tree_and_refuses_a_broken_edge_list()
+    {
+        var f = TaskRegistry.Get("tree:edges");
+        Assert.Equal("tree:edges", f.Name);
+        var given = Rebuild(f, "3<k:l,z<k:r,a<3:l,b<3:r,c<z:l,d<z:r;k>b=");
+        Assert.Equal(["b<3:r", "3<k:l"], given.Steps);
+        Assert.Equal("lr", given.Answer);
+        Assert.Throws<FormatException>(() => Rebuild(f, "3<k:l,z<k:l,a<3:l,b<3:r;k>b="));   // two left children
+        Assert.Throws<FormatException>(() => Rebuild(f, "k(3,z),3(a,b),z(c,d);k>b="));        // the nested form
+        var nested = TaskRegistry.Get("tree:labels=char");
+        for (long seed = 0; seed < 20; seed++)
+        {
+            var p = f.Generate(seed, 3);
+            Assert.True(f.Verify(p, p.Answer));
+            Assert.Equal(p.Steps, f.FromPrompt(p.Prompt).Steps);
+            Assert.Equal(p.Answer, nested.Generate(seed, 3).Answer);   // same tree, other rendering
+        }
+    }
+
+    [Fact]
     public void Cfg_stack_intermediates_match_steps_and_noise_keeps_the_clean_answer()
     {
         var clean = new CfgFamily();

@@ -58,7 +58,9 @@ public sealed partial class TreeFamily : TaskFamilyBase<TreeFamily.Params>
 
     int ReadLabel(string text, string prompt)
     {
-        if (!CharLabels) return int.Parse(text, System.Globalization.CultureInfo.InvariantCulture);
+        if (!CharLabels)
+            return NumberRegex().IsMatch(text) ? int.Parse(text, System.Globalization.CultureInfo.InvariantCulture)
+                : throw BadPrompt(prompt, $"'{text}' is not a number label");
         int i = text.Length == 1 ? Symbols.IndexOf(text[0]) : -1;
         if (i < 0) throw BadPrompt(prompt, $"'{text}' is not a one-character label ({Symbols})");
         return i + MinLabel;
@@ -124,14 +126,9 @@ public sealed partial class TreeFamily : TaskFamilyBase<TreeFamily.Params>
         var m = (Edges ? EdgePromptRegex() : PromptRegex()).Match(problem.Prompt);
         if (!m.Success && Edges) throw BadPrompt(problem.Prompt, "expected 'child<parent:d,...;root>target=' with one-character labels");
         if (!m.Success) throw BadPrompt(problem.Prompt, "expected 'p(l,r),...;root>target='");
-        int Label(string text)
-        {
-            if (!CharLabels && !NumberRegex().IsMatch(text)) throw BadPrompt(problem.Prompt, $"'{text}' is not a number label");
-            return ReadLabel(text, problem.Prompt);
-        }
         var entries = Edges ? ParseEdges(m.Groups[1].Value, problem.Prompt) : EntryRegex().Matches(m.Groups[1].Value)
-            .Select(e => new Entry(Label(e.Groups[1].Value), Label(e.Groups[2].Value), Label(e.Groups[3].Value))).ToList();
-        var p = new Params(entries, Label(m.Groups[2].Value), Label(m.Groups[3].Value));
+            .Select(e => new Entry(ReadLabel(e.Groups[1].Value, problem.Prompt), ReadLabel(e.Groups[2].Value, problem.Prompt), ReadLabel(e.Groups[3].Value, problem.Prompt))).ToList();
+        var p = new Params(entries, ReadLabel(m.Groups[2].Value, problem.Prompt), ReadLabel(m.Groups[3].Value, problem.Prompt));
         var parents = ParentMap(p, problem.Prompt);
         if (parents.ContainsKey(p.Root)) throw BadPrompt(problem.Prompt, $"root {p.Root} has a parent");
         if (entries.Any(e => e.Parent == p.Target)) throw BadPrompt(problem.Prompt, $"target {p.Target} is not a leaf");
