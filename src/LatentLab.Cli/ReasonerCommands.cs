@@ -31,7 +31,7 @@ public static class ReasonerCommands
         public readonly Option<long?> PretrainSteps = new("--pretrain-steps");
         public readonly Option<long?> SstSteps = new("--sst-steps") { Description = "SST steps (also the baseline's)" };
         public readonly Option<long?> TalkerSteps = new("--talker-steps");
-        public readonly Option<double?> Momentum = new("--momentum") { Description = "EMA momentum of the SST target encoder (default 0.98)" };
+        public readonly Option<double?> Momentum = new("--momentum") { Description = "EMA momentum of the SST target encoder (default 0.98, the paper's; the tree-search and cfg-noise experiments default to 0.999)" };
         public readonly Option<double?> K = new("--k") { Description = "scale k of the SST loss k·(1 − cos) (default 4)" };
         public readonly Option<double?> Rollout = new("--rollout") { Description = "share of each SST batch trained on the Reasoner's own free-running chain (0 = teacher-forced SST; experiments default 0.5)" };
         public readonly Option<string?> Compute = new("--compute") { Description = "activation dtype: auto (default: bf16 only where a short probe measures it ≥ 1.2× faster than f32 here), f32 or bf16" };

@@ -84,6 +84,35 @@ public sealed class JepaReasonerPhaseTests : IDisposable
         Assert.False(ReasonerSettings.Load(cut.ModelDir(ReasonerPhases.Pretrain)).L2);
     }
 
+    static void CopyTree(string from, string to)
+    {
+        foreach (var d in Directory.GetDirectories(from, "*", SearchOption.AllDirectories)) Directory.CreateDirectory(d.Replace(from, to));
+        Directory.CreateDirectory(to);
+        foreach (var f in Directory.GetFiles(from, "*", SearchOption.AllDirectories)) File.Copy(f, f.Replace(from, to));
+    }
+
+    [Fact]
+    public void APretrainedFolderIsReusedByRunsThatDifferOnlyDownstream()
+    {
+        var first = Tiny("first");
+        ReasonerPhases.RunPretrain(first, TextWriter.Null);
+        // Another SST loss scale and Talker budget over the same pre-training: the copied phase is found finished.
+        var sweep = Tiny("k2") with { LossScale = 2, SstSteps = 4, TalkerSteps = 3 };
+        CopyTree(first.PhaseDir(ReasonerPhases.Pretrain), sweep.PhaseDir(ReasonerPhases.Pretrain));
+        var log = new StringWriter();
+        var again = ReasonerPhases.RunPretrain(sweep, log);
+        Assert.Contains("already trained", log.ToString());
+        Assert.Equal(first.PretrainSteps, again.Train.Steps);
+        ReasonerPhases.RunSst(sweep, TextWriter.Null);
+        Assert.DoesNotContain("loss_scale", File.ReadAllText(Path.Combine(sweep.PhaseDir(ReasonerPhases.Pretrain), "train", "config.json")));
+        Assert.Contains("\"loss_scale\": 2", File.ReadAllText(Path.Combine(sweep.PhaseDir(ReasonerPhases.Sst), "train", "config.json")));
+        // An upstream change (the width) is still refused.
+        var wider = Tiny("wider") with { Hidden = 24 };
+        CopyTree(first.PhaseDir(ReasonerPhases.Pretrain), wider.PhaseDir(ReasonerPhases.Pretrain));
+        Assert.Throws<InvalidOperationException>(() => ReasonerPhases.RunPretrain(wider, TextWriter.Null));
+        Assert.Equal(["momentum", "loss_scale", "rollout"], ReasonerPhases.NotUpstream(ReasonerPhases.Baseline).Take(3));
+    }
+
     [Fact]
     public void SstWithoutAPretrainedModelSaysWhatToRunFirst()
     {
@@ -114,6 +143,20 @@ public sealed class JepaReasonerOptionsTests
             Assert.Contains(path, e.Message);
         }
         finally { File.Delete(path); }
+    }
+
+    /// <summary>examples/reasoner-*.json say they hold the experiments' defaults: they must, or they mislead.</summary>
+    [Theory]
+    [InlineData("reasoner-tree.json", "tree")]
+    [InlineData("reasoner-cfg.json", "cfg")]
+    public void ExampleOptionFilesAreTheExperimentDefaults(string file, string experiment)
+    {
+        var d = new DirectoryInfo(AppContext.BaseDirectory);
+        while (d is not null && !File.Exists(Path.Combine(d.FullName, "LatentLab.slnx"))) d = d.Parent;
+        Assert.NotNull(d);
+        var loaded = ReasonerOptions.Load(Path.Combine(d.FullName, "examples", file));
+        var defaults = experiment == "tree" ? ReasonerExperiments.TreeDefaults : ReasonerExperiments.CfgDefaults;
+        Assert.Equal(defaults.ToJson().ToJsonString(), loaded.ToJson().ToJsonString());
     }
 }
 

@@ -406,6 +406,39 @@ public sealed class TaskFamilyTests
     }
 
     [Fact]
+    public void Tree_as_hops_names_parent_and_side_in_one_token_and_is_the_same_tree()
+    {
+        var f = TaskRegistry.Get("tree:hops");
+        Assert.Equal("tree:hops", f.Name);
+        // k's children: g (left, hop K) and z (right, hop λ); g's: a (left), b (right); z's: c, d.
+        var given = Rebuild(f, "gK,zλ,aG,bη,cZ,dω;k>b=");
+        Assert.Equal(["bη", "gK"], given.Steps);
+        Assert.Equal("lr", given.Answer);
+        Assert.Throws<FormatException>(() => Rebuild(f, "gK,zK,aG,bη;k>b="));     // two left children
+        Assert.Throws<FormatException>(() => Rebuild(f, "gL,zλ,aG,bη,cZ,dω;k>b="));   // L is no hop token (l is no label)
+        Assert.Throws<FormatException>(() => Rebuild(f, "g<k:l,z<k:r;k>g="));        // the edge-list form
+        Assert.ThrowsAny<ArgumentException>(() => f.Generate(0, 4));                 // 31 nodes, 24 labels
+        for (long seed = 0; seed < 20; seed++)
+        {
+            var p = f.Generate(seed, 3);
+            Assert.All(p.Prompt, c => Assert.Contains(c, f.Alphabet));
+            Assert.True(f.Verify(p, p.Answer));
+            Assert.Equal(p.Steps, f.FromPrompt(p.Prompt).Steps);
+            Assert.All(p.Steps, s => Assert.Equal(2, s.Length));
+            Assert.Equal(p.Answer, f.Edit(p, EditKind.Rename, seed).Edited.Answer);
+            var reordered = f.Edit(p, EditKind.Paraphrase, seed).Edited;
+            Assert.Equal(p.Answer, reordered.Answer);
+            Assert.Equal(f.CanonicalKey(p), f.CanonicalKey(reordered));
+            Assert.Equal(p.Prompt, f.FromPrompt(p.Prompt).Prompt);   // the edge order survives a parse
+        }
+        // Single edges are shuffled, so siblings are not always side by side (with paired edges they always would be).
+        int apart = Enumerable.Range(0, 50).Count(seed => f.Generate(seed, 2).Prompt.Split(';')[0].Split(',')
+            .Select((e, i) => (Hop: e[1], i)).GroupBy(x => TreeFamily.HopLeft.Contains(x.Hop) ? TreeFamily.HopLeft.IndexOf(x.Hop) : TreeFamily.HopRight.IndexOf(x.Hop))
+            .Any(g => Math.Abs(g.First().i - g.Last().i) != 1));
+        Assert.InRange(apart, 25, 50);
+    }
+
+    [Fact]
     public void Cfg_stack_intermediates_match_steps_and_noise_keeps_the_clean_answer()
     {
         var clean = new CfgFamily();

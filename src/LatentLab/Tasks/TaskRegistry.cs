@@ -13,7 +13,7 @@ public static class TaskRegistry
 
     public static IReadOnlyList<string> Names => All.Select(f => f.Name).ToList();
 
-    /// <summary>A family by name; <c>cfg:noise=0.15</c> gives the CFG family with that token-noise rate, <c>tree:labels=char</c> the tree family with one-character node labels, <c>tree:edges</c> the same tree as an edge list.</summary>
+    /// <summary>A family by name; <c>cfg:noise=0.15</c> gives the CFG family with that token-noise rate, <c>tree:labels=char</c> the tree family with one-character node labels, <c>tree:edges</c> the same tree as an edge list, <c>tree:hops</c> as child-and-hop token pairs.</summary>
     public static ITaskFamily Get(string name)
     {
         ArgumentNullException.ThrowIfNull(name);
@@ -27,8 +27,9 @@ public static class TaskRegistry
         }
         if (n == "tree:labels=char") return new TreeFamily(charLabels: true);
         if (n == "tree:edges") return new TreeFamily(charLabels: true, edges: true);
+        if (n == "tree:hops") return new TreeFamily(charLabels: true, hops: true);
         return All.FirstOrDefault(f => f.Name == n)
             ?? throw new ArgumentException(
-                $"unknown task family '{name}'; known families: {string.Join(", ", Names)} (and cfg:noise=RATE, tree:labels=char, tree:edges)", nameof(name));
+                $"unknown task family '{name}'; known families: {string.Join(", ", Names)} (and cfg:noise=RATE, tree:labels=char, tree:edges, tree:hops)", nameof(name));
     }
 }

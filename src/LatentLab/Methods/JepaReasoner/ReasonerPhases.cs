@@ -59,8 +59,30 @@ public static class ReasonerPhases
         ProgressBar = o.ProgressBar,
     };
 
-    static JsonObject RunConfig(ReasonerOptions o, string phase, ComputeChoice compute) =>
-        new() { ["phase"] = phase, ["reasoner"] = o.ToJson(), ["compute"] = compute.ToJson() };
+    static JsonObject RunConfig(ReasonerOptions o, string phase, ComputeChoice compute)
+    {
+        var options = o.ToJson();
+        foreach (var key in NotUpstream(phase)) options.Remove(key);
+        return new() { ["phase"] = phase, ["reasoner"] = options, ["compute"] = compute.ToJson() };
+    }
+
+    static readonly string[] SstOnlyKeys = ["momentum", "loss_scale", "rollout"];
+    static readonly string[] SstKeys = ["sst_steps", "sst_lr", .. SstOnlyKeys];
+    static readonly string[] TalkerKeys = ["talker", "talker_hidden", "talker_layers", "talker_encoder_layers", "talker_steps", "talker_lr", "talker_pool"];
+
+    /// <summary>
+    /// The options a phase's config.json leaves out: those of the phases that come after it (pre-training knows nothing
+    /// of SST or the Talker; the baseline shares SST's steps and rate, not its loss). A finished pre-training (or SST)
+    /// folder copied into a new run folder is then reused by runs that differ only downstream, e.g. a sweep of
+    /// <c>--k</c> over one pre-trained model; a changed upstream option still stops the later phases from resuming.
+    /// </summary>
+    public static IReadOnlyList<string> NotUpstream(string phase) => phase switch
+    {
+        Pretrain => [.. SstKeys, .. TalkerKeys],
+        Sst => TalkerKeys,
+        Baseline => [.. SstOnlyKeys, .. TalkerKeys],
+        _ => [],
+    };
 
     /// <summary>A phase of this run folder: its trainer settings, and the resolved options and compute choice for config.json.</summary>
     static TrainingPhase Phase(ReasonerOptions o, string phase, long steps, double lr, ComputeChoice compute, double weightDecay = 0.1) =>
