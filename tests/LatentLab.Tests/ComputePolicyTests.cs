@@ -122,7 +122,7 @@ public sealed class ComputePolicyTests : IDisposable
     [Fact]
     public void ForwardPathTensorFactoriesNameTheirDevice()
     {
-        var root = Path.Combine(RepoRoot(), "src", "LatentLab");
+        var root = Path.Combine(RepoPaths.Root(), "src", "LatentLab");
         var factory = new Regex(@"(^|[^._A-Za-z])(arange|full|zeros|ones|tensor|empty|eye|tril|triu|randn|rand|linspace)\(");
         var offenders = new List<string>();
         foreach (var folder in new[] { "Hooks", "Models", "Generation" })
@@ -134,12 +134,5 @@ public sealed class ComputePolicyTests : IDisposable
                     offenders.Add($"{Path.GetFileName(file)}:{n}: {line.Trim()}");
                 }
         Assert.True(offenders.Count == 0, "tensor factories without a device:\n" + string.Join("\n", offenders));
-    }
-
-    static string RepoRoot()
-    {
-        var d = new DirectoryInfo(AppContext.BaseDirectory);
-        while (d is not null && !File.Exists(Path.Combine(d.FullName, "LatentLab.slnx"))) d = d.Parent;
-        return d?.FullName ?? throw new DirectoryNotFoundException("repository root (LatentLab.slnx) not found above the test binaries");
     }
 }

@@ -84,13 +84,6 @@ public sealed class JepaReasonerPhaseTests : IDisposable
         Assert.False(ReasonerSettings.Load(cut.ModelDir(ReasonerPhases.Pretrain)).L2);
     }
 
-    static void CopyTree(string from, string to)
-    {
-        foreach (var d in Directory.GetDirectories(from, "*", SearchOption.AllDirectories)) Directory.CreateDirectory(d.Replace(from, to));
-        Directory.CreateDirectory(to);
-        foreach (var f in Directory.GetFiles(from, "*", SearchOption.AllDirectories)) File.Copy(f, f.Replace(from, to));
-    }
-
     [Fact]
     public void APretrainedFolderIsReusedByRunsThatDifferOnlyDownstream()
     {
@@ -98,7 +91,7 @@ public sealed class JepaReasonerPhaseTests : IDisposable
         ReasonerPhases.RunPretrain(first, TextWriter.Null);
         // Another SST loss scale and Talker budget over the same pre-training: the copied phase is found finished.
         var sweep = Tiny("k2") with { LossScale = 2, SstSteps = 4, TalkerSteps = 3 };
-        CopyTree(first.PhaseDir(ReasonerPhases.Pretrain), sweep.PhaseDir(ReasonerPhases.Pretrain));
+        DamageKit.CopyTree(first.PhaseDir(ReasonerPhases.Pretrain), sweep.PhaseDir(ReasonerPhases.Pretrain));
         var log = new StringWriter();
         var again = ReasonerPhases.RunPretrain(sweep, log);
         Assert.Contains("already trained", log.ToString());
@@ -108,7 +101,7 @@ public sealed class JepaReasonerPhaseTests : IDisposable
         Assert.Contains("\"loss_scale\": 2", File.ReadAllText(Path.Combine(sweep.PhaseDir(ReasonerPhases.Sst), "train", "config.json")));
         // An upstream change (the width) is still refused.
         var wider = Tiny("wider") with { Hidden = 24 };
-        CopyTree(first.PhaseDir(ReasonerPhases.Pretrain), wider.PhaseDir(ReasonerPhases.Pretrain));
+        DamageKit.CopyTree(first.PhaseDir(ReasonerPhases.Pretrain), wider.PhaseDir(ReasonerPhases.Pretrain));
         Assert.Throws<InvalidOperationException>(() => ReasonerPhases.RunPretrain(wider, TextWriter.Null));
         Assert.Equal(["momentum", "loss_scale", "rollout"], ReasonerPhases.NotUpstream(ReasonerPhases.Baseline).Take(3));
     }
@@ -151,10 +144,7 @@ public sealed class JepaReasonerOptionsTests
     [InlineData("reasoner-cfg.json", "cfg")]
     public void ExampleOptionFilesAreTheExperimentDefaults(string file, string experiment)
     {
-        var d = new DirectoryInfo(AppContext.BaseDirectory);
-        while (d is not null && !File.Exists(Path.Combine(d.FullName, "LatentLab.slnx"))) d = d.Parent;
-        Assert.NotNull(d);
-        var loaded = ReasonerOptions.Load(Path.Combine(d.FullName, "examples", file));
+        var loaded = ReasonerOptions.Load(Path.Combine(RepoPaths.Root(), "examples", file));
         var defaults = experiment == "tree" ? ReasonerExperiments.TreeDefaults : ReasonerExperiments.CfgDefaults;
         Assert.Equal(defaults.ToJson().ToJsonString(), loaded.ToJson().ToJsonString());
     }

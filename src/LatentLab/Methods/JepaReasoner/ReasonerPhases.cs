@@ -38,8 +38,7 @@ public static class ReasonerPhases
             return Gsm8kReasonerData.FromExamples(Path.GetFileName(o.TrainFile), all.Take(all.Count - o.HoldOut).ToList());
         }
         var family = TaskRegistry.Get(o.Task);
-        int difficulty = o.Difficulty ?? family.Difficulty.Default;
-        return new TaskReasonerData(family, difficulty, o.TrainMinDifficulty ?? difficulty);
+        return new TaskReasonerData(family, o.Difficulty ?? family.Difficulty.Default, o.TrainMinDifficulty);
     }
 
     static TrainerConfig TrainerFor(ReasonerOptions o, string phase, long steps, double lr, double weightDecay = 0.1) => new()
