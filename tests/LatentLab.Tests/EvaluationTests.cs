@@ -84,6 +84,17 @@ public sealed class EvaluationTests
             Assert.Equal(4, (int)json["arms"]![0]!["accuracy"]!["trials"]!);
             Assert.Null(json["arms"]![3]!["accuracy"]);
             Assert.Equal(2, json["paired"]!.AsArray().Count);
+            // A normalised accuracy over a zero clean accuracy is NaN: written as null, the rest of the results kept.
+            var odd = new JsonObject { ["nan"] = double.NaN, ["rows"] = new JsonArray(1.5, double.PositiveInfinity, "x"), ["inner"] = new JsonObject { ["f"] = float.NaN, ["ok"] = 2 } };
+            StudyFiles.Write(dir, "# odd", odd, "odd.json");
+            var back = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "odd.json")))!;
+            Assert.Null(back["nan"]);
+            Assert.Equal(1.5, (double)back["rows"]![0]!);
+            Assert.Null(back["rows"]![1]);
+            Assert.Equal("x", (string)back["rows"]![2]!);
+            Assert.Null(back["inner"]!["f"]);
+            Assert.Equal(2, (int)back["inner"]!["ok"]!);
+            Assert.True(double.IsNaN((double)odd["nan"]!));   // the caller's object is left as it was
             foreach (var png in new[]
             {
                 StudyPlots.AccuracyVsCompute(s, Path.Combine(dir, "c.png"), "compute"),

@@ -106,6 +106,25 @@ public sealed class JepaReasonerPhaseTests : IDisposable
         Assert.Equal(["momentum", "loss_scale", "rollout"], ReasonerPhases.NotUpstream(ReasonerPhases.Baseline).Take(3));
     }
 
+    /// <summary>The cfg-noise experiment end to end on tiny models: every arm graded, and the Bayes ceiling beside them.</summary>
+    [Fact]
+    public void CfgNoiseGradesEveryArmAndTheBayesCeilingAtEachRate()
+    {
+        var o = Tiny("cfg") with { Task = "cfg", Difficulty = 6 };
+        var r = ReasonerExperiments.CfgNoise(o, evalProblems: 12, rates: [0, 0.3], log: TextWriter.Null);
+        var report = File.ReadAllText(r.ReportPath);
+        Assert.Contains("| oracle-chain-mono | ceiling |", report);
+        Assert.Contains("| other-problem-chain | floor |", report);
+        Assert.Contains("bayes-optimal normalised", report);
+        Assert.Contains("headroom over the baseline |", report);
+        Assert.True(File.Exists(Path.Combine(r.RunDir, "cfg_noise.png")));
+        var rows = r.Results["normalised"]!.AsArray();
+        Assert.Equal(2, rows.Count);
+        Assert.Equal(1.0, (double)rows[0]!["bayes_optimal"]!);   // noise-free, the posterior's answer is the exact solution
+        double noisy = (double)rows[1]!["bayes_optimal"]!;
+        Assert.InRange(noisy, 0.01, 0.99);                       // 30 % noise on 6 tokens: neither lost nor solved
+    }
+
     [Fact]
     public void SstWithoutAPretrainedModelSaysWhatToRunFirst()
     {

@@ -17,8 +17,25 @@ public static class StudyFiles
         Directory.CreateDirectory(dir);
         var report = Path.GetFullPath(Path.Combine(dir, ReportFile));
         AtomicFile.WriteAllText(report, markdown);
-        AtomicFile.WriteAllText(Path.Combine(dir, resultsFile), results.ToJsonString(Indented) + "\n");
+        AtomicFile.WriteAllText(Path.Combine(dir, resultsFile), Finite(results).ToJsonString(Indented) + "\n");
         return report;
+    }
+
+    /// <summary>
+    /// A copy with every NaN or infinite number replaced by null (JSON has no such numbers, and a normalised accuracy
+    /// over a zero clean accuracy is one): the results of a finished evaluation must not be lost at the last write.
+    /// </summary>
+    public static JsonObject Finite(JsonObject results)
+    {
+        static JsonNode? Clean(JsonNode? n) => n switch
+        {
+            JsonObject o => new JsonObject(o.Select(kv => KeyValuePair.Create(kv.Key, Clean(kv.Value)))),
+            JsonArray a => new JsonArray(a.Select(Clean).ToArray()),
+            JsonValue v when v.TryGetValue<double>(out var d) && !double.IsFinite(d) => null,
+            JsonValue v when v.TryGetValue<float>(out var f) && !float.IsFinite(f) => null,
+            _ => n?.DeepClone(),
+        };
+        return (JsonObject)Clean(results)!;
     }
 
     /// <summary>A proportion as <c>{value, low, high, successes, trials}</c> (value null at 0 trials); null stays null.</summary>

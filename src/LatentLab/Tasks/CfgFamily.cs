@@ -19,6 +19,12 @@ public sealed class CfgFamily : TaskFamilyBase<CfgFamily.Params>
 
     private const string Tokens = "()[]";
     private const int MaxDepth = 24;
+    /// <summary>The sampler closes the innermost opener with this probability wherever closing and opening are both allowed.</summary>
+    private const double CloseProbability = 0.45;
+
+    // Never close the last opener at the last position, so the completion is never empty.
+    private static bool CanClose(int pos, int n, int depth) => depth > 0 && !(pos == n - 1 && depth == 1);
+    private static bool CanOpen(int depth) => depth < MaxDepth;
 
     public CfgFamily() : this(0) { }
 
@@ -54,10 +60,8 @@ public sealed class CfgFamily : TaskFamilyBase<CfgFamily.Params>
         var stack = new Stack<char>();
         for (int i = 0; i < n; i++)
         {
-            // Never close the last opener at the last position, so the completion is never empty.
-            bool canClose = stack.Count > 0 && !(i == n - 1 && stack.Count == 1);
-            bool canOpen = stack.Count < MaxDepth;
-            if (canClose && (!canOpen || rng.NextDouble() < 0.45))
+            bool canClose = CanClose(i, n, stack.Count), canOpen = CanOpen(stack.Count);
+            if (canClose && (!canOpen || rng.NextDouble() < CloseProbability))
                 sb.Append(stack.Pop() == '(' ? ')' : ']');
             else
             {
@@ -138,6 +142,52 @@ public sealed class CfgFamily : TaskFamilyBase<CfgFamily.Params>
         string prompt = p.Spaced ? Spaced(observed.ToString()) + " =" : observed + "=";
         return new Solution(prompt, steps, answer, inter);
     }
+
+    /// <summary>
+    /// The exact posterior over completions given a (possibly noisy) prompt: the sampler's prior over clean prefixes of
+    /// the prompt's length times this family's noise model (each token kept with probability 1 − r, else replaced by one
+    /// of the other three), summed over the prefixes that share a completion. A forward pass over the stacks reachable
+    /// at each position, so it is exact, not sampled. This is what a reader that knew both the grammar's sampler and the
+    /// noise could at best infer; its most likely completion (<see cref="MostLikelyCompletion"/>) is the Bayes-optimal
+    /// answer, the ceiling of any model that sees only the noisy prompt.
+    /// </summary>
+    public IReadOnlyDictionary<string, double> CompletionPosterior(string prompt)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        string observed = prompt.Replace(" ", "");
+        if (!observed.EndsWith('=') || observed.Length < 2 || observed[..^1].Any(c => !Tokens.Contains(c)))
+            throw BadPrompt(prompt, "expected bracket tokens ( ) [ ] followed by '='");
+        observed = observed[..^1];
+        int n = observed.Length;
+        double Likelihood(char clean, char seen) => clean == seen ? 1 - NoiseRate : NoiseRate / 3;
+        // Stacks as strings of openers, bottom first; the probability of each stack jointly with the tokens seen so far.
+        var forward = new Dictionary<string, double>(StringComparer.Ordinal) { [""] = 1 };
+        for (int i = 0; i < n; i++)
+        {
+            var next = new Dictionary<string, double>(StringComparer.Ordinal);
+            void Add(string stack, double p) { if (p > 0) next[stack] = next.GetValueOrDefault(stack) + p; }
+            foreach (var (stack, p) in forward)
+            {
+                bool canClose = CanClose(i, n, stack.Length), canOpen = CanOpen(stack.Length);
+                double close = canClose ? (canOpen ? CloseProbability : 1) : 0, open = canOpen ? (1 - close) / 2 : 0;
+                if (close > 0) Add(stack[..^1], p * close * Likelihood(stack[^1] == '(' ? ')' : ']', observed[i]));
+                if (open > 0)
+                {
+                    Add(stack + "(", p * open * Likelihood('(', observed[i]));
+                    Add(stack + "[", p * open * Likelihood('[', observed[i]));
+                }
+            }
+            forward = next;
+        }
+        double total = forward.Values.Sum();
+        if (!(total > 0)) throw BadPrompt(prompt, $"no clean prefix of length {n} can give this prompt at noise rate {NoiseRate}");
+        // The completion closes the final stack innermost first.
+        return forward.ToDictionary(kv => new string(kv.Key.Reverse().Select(c => c == '(' ? ')' : ']').ToArray()), kv => kv.Value / total, StringComparer.Ordinal);
+    }
+
+    /// <summary>The Bayes-optimal answer to a (possibly noisy) prompt: the completion with the largest posterior (ties: ordinal order).</summary>
+    public string MostLikelyCompletion(string prompt) =>
+        CompletionPosterior(prompt).OrderByDescending(kv => kv.Value).ThenBy(kv => kv.Key, StringComparer.Ordinal).First().Key;
 
     /// <summary>Index in the prefix of each opener's partner closer (-1 while unmatched).</summary>
     private static int[] Partners(string clean)

@@ -373,17 +373,20 @@ public static class ReasonerExperiments
         var data = (TaskReasonerData)ReasonerPhases.Data(o);
         if (data.Family is not CfgFamily) throw new ArgumentException($"cfg-noise needs the cfg task family, got '{o.Task}'");
         using var m = RunModels.Load(o);
-        string[] swept = [MonoArm, DualArm, CoupledArm];
+        string[] swept = [MonoArm, DualArm, CoupledArm, BayesArm];
         var rows = new List<(double Rate, Proportion[] Acc)>();
         IReadOnlyList<Arm>? clean = null;
         IReadOnlyList<ReasonerExample>? cleanTest = null;
         foreach (var rate in rates)
         {
             // The same seed at every rate: the same clean problems, only the corruption differs.
-            var test = data.Test(evalProblems, o.Seed + 77, new CfgFamily(rate));
+            var noisy = new CfgFamily(rate);
+            var test = data.Test(evalProblems, o.Seed + 77, noisy);
             var arms = Arms(m, data, test, bounds: rate == 0);
             if (rate == 0) { clean = arms; cleanTest = test; }
-            var acc = swept.Select(n => arms.First(a => a.Name == n).Accuracy!.Value).ToArray();
+            // The ceiling under noise: the exact posterior's answer, knowing the prefix sampler and the noise model.
+            var bayes = Proportion.Wilson(test.Count(x => data.Family.Verify(x.Problem!, noisy.MostLikelyCompletion(x.Problem!.Prompt))), test.Count);
+            var acc = swept.Select(n => n == BayesArm ? bayes : arms.First(a => a.Name == n).Accuracy!.Value).ToArray();
             rows.Add((rate, acc));
             log.WriteLine(Inv($"cfg-noise {rate:P0}: {string.Join("; ", swept.Zip(acc, (n, a) => $"{n} {a}"))}"));
         }
@@ -397,15 +400,16 @@ public static class ReasonerExperiments
         double Norm(double v, double zero) => zero > 0 ? v / zero : double.NaN;
         var xs = rates.Select(r => 100 * r).ToArray();
         StudyPlots.Lines(Path.Combine(o.OutDir, "cfg_noise.png"), "CFG completion under input token noise", "token noise (%)", "normalised accuracy (acc / acc at 0%)",
-            swept.Select((n, i) => new Curve(n, xs, rows.Select(x => Norm(x.Acc[i].Value, at0[i])).ToArray(), Dashed: n == CoupledArm)).ToList(),
+            swept.Select((n, i) => new Curve(n == BayesArm ? n + " (ceiling)" : n, xs, rows.Select(x => Norm(x.Acc[i].Value, at0[i])).ToArray(), Dashed: n == CoupledArm)).ToList(),
             markerSize: 7, legend: ScottPlot.Alignment.UpperRight, width: 800, height: 550);
         var (driftMd, driftJson) = Drift(m, data, cleanTest!, Path.Combine(o.OutDir, "chain_drift.png"));
         TrainingCurves(o);
 
-        var table = new StringBuilder("| token noise | " + string.Join(" | ", swept) + " | " + string.Join(" | ", swept.Select(n => n + " normalised")) + " |\n|---|"
-            + string.Concat(Enumerable.Repeat("---|", 2 * swept.Length)) + "\n");
+        var table = new StringBuilder("| token noise | " + string.Join(" | ", swept) + " | " + string.Join(" | ", swept.Select(n => n + " normalised"))
+            + " | headroom over the baseline |\n|---|" + string.Concat(Enumerable.Repeat("---|", 2 * swept.Length + 1)) + "\n");
+        static string F(double v, string format) => double.IsNaN(v) ? "n/a" : v.ToString(format, CultureInfo.InvariantCulture);
         foreach (var (rate, acc) in rows)
-            table.AppendLine(Inv($"| {rate:P0} | {string.Join(" | ", acc.Select(a => a.ToString()))} | {string.Join(" | ", acc.Select((a, i) => Norm(a.Value, at0[i]).ToString("F3", CultureInfo.InvariantCulture)))} |"));
+            table.AppendLine(Inv($"| {rate:P0} | {string.Join(" | ", acc.Select(a => a.ToString()))} | {string.Join(" | ", acc.Select((a, i) => F(Norm(a.Value, at0[i]), "F3")))} | {F(100 * (Norm(acc[3].Value, at0[3]) - Norm(acc[2].Value, at0[2])), "+0.0;-0.0;0.0")} |"));
         var results = new JsonObject
         {
             ["experiment"] = "cfg-noise", ["task"] = data.Name, ["options"] = o.ToJson(), ["seconds"] = sw.Elapsed.TotalSeconds,
@@ -413,7 +417,8 @@ public static class ReasonerExperiments
             ["normalised"] = new JsonArray(rows.Select(x => (JsonNode)new JsonObject
             {
                 ["noise"] = x.Rate, ["mono_normalised"] = Norm(x.Acc[0].Value, at0[0]), ["dual_normalised"] = Norm(x.Acc[1].Value, at0[1]),
-                ["coupled_normalised"] = Norm(x.Acc[2].Value, at0[2]),
+                ["coupled_normalised"] = Norm(x.Acc[2].Value, at0[2]), ["bayes_optimal"] = x.Acc[3].Value,
+                ["bayes_normalised"] = Norm(x.Acc[3].Value, at0[3]),
             }).ToArray()),
         };
         var report = Inv($"""
@@ -423,7 +428,11 @@ public static class ReasonerExperiments
             Both models are trained on clean prefixes only. At test time each prompt token is replaced, independently with
             probability r, by another bracket; the expected answer stays the clean prefix's completion. Normalised accuracy
             = accuracy at r / accuracy at 0. {evalProblems} held-out problems per rate (the same clean problems at every rate);
-            Wilson 95% intervals.
+            Wilson 95% intervals. `{BayesArm}` is the ceiling under noise: the answer with the largest exact posterior given
+            the noisy prompt, knowing the prefix sampler and the noise model (no model trained on clean prefixes can do
+            better in expectation). The last column is its headroom over the coupled baseline, in points of normalised
+            accuracy: at matched clean accuracy no model reading the noisy prompt can be ahead of the baseline by more, in
+            expectation (a weaker clean model can look flatter, which is why the comparison needs matched clean accuracy).
 
             Clean prefixes (r = 0):
 
@@ -446,6 +455,8 @@ public static class ReasonerExperiments
             """);
         return Write(o, report, results);
     }
+
+    const string BayesArm = "bayes-optimal";
 
     // GSM8K few-shot
     // ----------------------------------------------------------------------------------------------------------------
