@@ -7,7 +7,7 @@ namespace LatentLab.Cli;
 
 /// <summary>
 /// `reasoner pretrain | sst | talker | baseline` (one phase each, resumable) and
-/// `reasoner experiment tree-search | cfg-noise | gsm8k` (all phases, then the evaluation and report).
+/// `reasoner experiment tree-search | cfg-noise | cfg-slips | gsm8k` (all phases, then the evaluation and report).
 /// </summary>
 public static class ReasonerCommands
 {
@@ -115,20 +115,38 @@ public static class ReasonerCommands
 
         var cfg = new Shared();
         var cfgN = new Option<int>("--eval-problems") { DefaultValueFactory = _ => 200 };
-        var rates = new Option<string>("--rates") { Description = "comma-separated noise rates", DefaultValueFactory = _ => string.Join(",", ReasonerExperiments.DefaultNoiseRates.Select(r => r.ToString(CultureInfo.InvariantCulture))) };
+        var rates = new Option<string>("--rates") { Description = "comma-separated noise rates", DefaultValueFactory = _ => Join(ReasonerExperiments.DefaultNoiseRates) };
         var cfgCmd = new Command("cfg-noise", "CFG completion with 0-30% input token noise: normalised accuracy of JEPA-Reasoner vs the coupled baseline") { cfgN, rates };
         foreach (var o in cfg.All) cfgCmd.Add(o);
-        cfgCmd.SetAction(pr => CliSupport.Run(() =>
+        static List<double> Rates(string text)
         {
-            var rs = pr.GetValue(rates)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            var rs = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(s => double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v is >= 0 and <= 1 ? v : throw new UserError($"--rates: '{s}' is not a rate in [0, 1]"))
                 .ToList();
             if (rs.Count == 0 || rs[0] != 0) throw new UserError("--rates must start with 0 (the normalising rate)");
-            var r = ReasonerExperiments.CfgNoise(cfg.Resolve(pr, ReasonerExperiments.CfgDefaults), pr.GetValue(cfgN), rs, ConsoleLog.Instance);
+            return rs;
+        }
+        static string Join(double[] rs) => string.Join(",", rs.Select(r => r.ToString(CultureInfo.InvariantCulture)));
+        cfgCmd.SetAction(pr => CliSupport.Run(() =>
+        {
+            var r = ReasonerExperiments.CfgNoise(cfg.Resolve(pr, ReasonerExperiments.CfgDefaults), pr.GetValue(cfgN), Rates(pr.GetValue(rates)!), ConsoleLog.Instance);
             Console.WriteLine($"report: {r.ReportPath}");
             return 0;
         }));
         exp.Add(cfgCmd);
+
+        var slip = new Shared();
+        var slipN = new Option<int>("--eval-problems") { DefaultValueFactory = _ => 200 };
+        var slipRates = new Option<string>("--rates") { Description = "comma-separated slip rates per trace token", DefaultValueFactory = _ => Join(ReasonerExperiments.DefaultSlipRates) };
+        var slipCmd = new Command("cfg-slips", "CFG completion with 0-30% token slips while thinking (the errors the decoupling contains): same models and --out as cfg-noise, report in <out>/generation-slips/") { slipN, slipRates };
+        foreach (var o in slip.All) slipCmd.Add(o);
+        slipCmd.SetAction(pr => CliSupport.Run(() =>
+        {
+            var r = ReasonerExperiments.CfgSlips(slip.Resolve(pr, ReasonerExperiments.CfgDefaults), pr.GetValue(slipN), Rates(pr.GetValue(slipRates)!), ConsoleLog.Instance);
+            Console.WriteLine($"report: {r.ReportPath}");
+            return 0;
+        }));
+        exp.Add(slipCmd);
 
         var gsm = new Shared();
         var test = new Option<string?>("--test") { Description = "GSM8K-format jsonl to evaluate on (default: the held-out end of --train)" };

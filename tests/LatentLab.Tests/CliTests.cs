@@ -93,6 +93,18 @@ public sealed class CliTests : IDisposable
         var badTask = Cli("tasks", "sample", "--task", "nosuchtask");
         Assert.Equal(2, badTask.Code);
         Assert.Contains("addition", badTask.Err); // the error lists the known families
+
+        // Both CFG sweeps check their rates before training anything.
+        foreach (var experiment in new[] { "cfg-noise", "cfg-slips" })
+        {
+            var noZero = Cli("reasoner", "experiment", experiment, "--rates", "0.1,0.2", "--out", Path.Combine(_dir, experiment));
+            Assert.Equal(2, noZero.Code);
+            Assert.Contains("--rates must start with 0", noZero.Err);
+            var bad = Cli("reasoner", "experiment", experiment, "--rates", "0,x", "--out", Path.Combine(_dir, experiment));
+            Assert.Equal(2, bad.Code);
+            Assert.Contains("'x' is not a rate", bad.Err);
+            Assert.False(Directory.Exists(Path.Combine(_dir, experiment, "pretrain")));
+        }
     }
 
     [Fact]

@@ -106,9 +106,9 @@ public sealed class JepaReasonerPhaseTests : IDisposable
         Assert.Equal(["momentum", "loss_scale", "rollout"], ReasonerPhases.NotUpstream(ReasonerPhases.Baseline).Take(3));
     }
 
-    /// <summary>The cfg-noise experiment end to end on tiny models: every arm graded, and the Bayes ceiling beside them.</summary>
+    /// <summary>The cfg-noise and cfg-slips experiments end to end on tiny models: every arm graded, the Bayes ceiling beside them under noise.</summary>
     [Fact]
-    public void CfgNoiseGradesEveryArmAndTheBayesCeilingAtEachRate()
+    public void CfgNoiseAndSlipsGradeEveryArmWithTheirCeilings()
     {
         var o = Tiny("cfg") with { Task = "cfg", Difficulty = 6 };
         var r = ReasonerExperiments.CfgNoise(o, evalProblems: 12, rates: [0, 0.3], log: TextWriter.Null);
@@ -120,9 +120,21 @@ public sealed class JepaReasonerPhaseTests : IDisposable
         Assert.True(File.Exists(Path.Combine(r.RunDir, "cfg_noise.png")));
         var rows = r.Results["normalised"]!.AsArray();
         Assert.Equal(2, rows.Count);
-        Assert.Equal(1.0, (double)rows[0]!["bayes_optimal"]!);   // noise-free, the posterior's answer is the exact solution
-        double noisy = (double)rows[1]!["bayes_optimal"]!;
+        Assert.Equal(1.0, (double)rows[0]!["bayes_accuracy"]!);   // noise-free, the posterior's answer is the exact solution
+        double noisy = (double)rows[1]!["bayes_accuracy"]!;
         Assert.InRange(noisy, 0.01, 0.99);                       // 30 % noise on 6 tokens: neither lost nor solved
+
+        // cfg-slips over the same run folder: the models are reused, and slip-free it grades exactly what cfg-noise did.
+        var log = new StringWriter();
+        var s = ReasonerExperiments.CfgSlips(o, evalProblems: 12, rates: [0, 0.5], log: log);
+        Assert.Contains("already trained", log.ToString());
+        Assert.Equal(Path.Combine(Path.GetFullPath(o.OutDir), "generation-slips"), s.RunDir);
+        Assert.True(File.Exists(Path.Combine(s.RunDir, "cfg_slips.png")));
+        Assert.Contains("| slip rate |", File.ReadAllText(s.ReportPath));
+        var slipRows = s.Results["normalised"]!.AsArray();
+        foreach (var arm in new[] { "mono", "dual", "coupled" })
+            Assert.Equal((double)rows[0]![arm + "_accuracy"]!, (double)slipRows[0]![arm + "_accuracy"]!);
+        Assert.True(File.Exists(r.ReportPath));                  // the cfg-noise report is still there
     }
 
     [Fact]

@@ -1,4 +1,5 @@
 using LatentLab.Evaluation;
+using LatentLab.Generation;
 using LatentLab.Methods.JepaReasoner;
 using LatentLab.Models;
 using LatentLab.Tasks;
@@ -363,5 +364,67 @@ public sealed class JepaReasonerTests
             m = cat(new[] { m, ones(m.shape[0], 1, dtype: m.dtype) }, 1);
         }
         return cat(latents, 1);
+    }
+
+    [Fact]
+    public void SlipsReplaceTraceTokensUniformlyAndOnlyWhileThinking()
+    {
+        int thinkEnd = Tok.TokenToId(CharTokenizer.ThinkEnd)!.Value;
+        int[] alphabet = [.. "0123".Select(c => Tok.TokenToId(c.ToString())!.Value)];
+        var none = new GenerationSlips(0, alphabet, thinkEnd, 1);
+        var always = new GenerationSlips(1, alphabet, thinkEnd, 1);
+        var some = new GenerationSlips(0.25, alphabet, thinkEnd, 1);
+        var counts = new Dictionary<int, int>();
+        int slipped = 0;
+        for (int p = 0; p < 400; p++)
+            for (int step = 0; step < 10; step++)
+            {
+                Assert.Equal(alphabet[1], none.Apply(p, step, alphabet[1]));
+                int a = always.Apply(p, step, alphabet[1]);
+                Assert.NotEqual(alphabet[1], a);
+                Assert.Contains(a, alphabet);
+                counts[a] = counts.GetValueOrDefault(a) + 1;
+                Assert.Equal(some.Apply(p, step, alphabet[2]), some.Apply(p, step, alphabet[2]));   // deterministic
+                slipped += some.Apply(p, step, alphabet[2]) != alphabet[2] ? 1 : 0;
+                Assert.Equal(thinkEnd, always.Apply(p, step, thinkEnd));                          // markers never slip
+            }
+        Assert.Equal(3, counts.Count);
+        Assert.All(counts.Values, c => Assert.InRange(c, 4000 / 3 - 150, 4000 / 3 + 150));   // uniform over the other three
+        Assert.InRange(slipped / 4000.0, 0.22, 0.28);
+        Assert.Throws<ArgumentException>(() => new GenerationSlips(0.1, [alphabet[0], thinkEnd], thinkEnd, 1));
+
+        // The Talker chooser slips every trace token until the row has emitted the thinking marker, then none.
+        var chooser = always.TalkerChooser(0, 1);
+        Tensor Logits(int token) { var l = zeros(1, Tok.VocabSize); l[0, token] = tensor(5f); return l; }
+        Assert.NotEqual(alphabet[0], chooser(0, Logits(alphabet[0])).item<long>());
+        Assert.Equal(thinkEnd, chooser(1, Logits(thinkEnd)).item<long>());
+        Assert.Equal(alphabet[0], chooser(2, Logits(alphabet[0])).item<long>());
+    }
+
+    [Fact]
+    public void SlipProcessorMakesTheGreedyDecoderReadItsSlippedTokens()
+    {
+        // At rate 1 over the whole vocabulary but the markers, every token a (random) LM emits while thinking must be a
+        // slip: not what it would have chosen greedily from the tokens before it, which it then reads.
+        using var reasoner = TinyReasoner(l2: false);
+        var model = reasoner.Model;
+        int thinkEnd = Tok.TokenToId(CharTokenizer.ThinkEnd)!.Value, eos = Tok.EosId!.Value;
+        var alphabet = Enumerable.Range(0, Tok.VocabSize).Where(t => t != thinkEnd && t != eos).ToList();
+        var slips = new GenerationSlips(1, alphabet, thinkEnd, 3);
+        var prompt = Tok.Encode("12(3,4);1>4=", addSpecialTokens: true);
+        using var outcome = new LatentLab.Generation.TextGenerator(model).Generate([prompt], new GenerationConfig(MaxNewTokens: 8, StopTokens: []),
+            processors: [slips.Processor(0)]);
+        var said = outcome.Tokens[0];
+        Assert.Equal(8, said.Length);
+        using var _ = no_grad();
+        for (int t = 0; t < said.Length; t++)
+        {
+            var prefix = prompt.Concat(said.Take(t)).Select(x => (long)x).ToArray();
+            using var ids = tensor(prefix).view(1, -1);
+            using var output = model.Forward(ids);
+            long greedy = output.Logits!.select(1, -1).argmax(-1).item<long>();
+            Assert.Equal(slips.Apply(0, t, (int)greedy), said[t]);
+            if (alphabet.Contains((int)greedy)) Assert.NotEqual(greedy, said[t]);
+        }
     }
 }

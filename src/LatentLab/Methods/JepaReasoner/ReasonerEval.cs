@@ -24,9 +24,9 @@ public enum ChainSource
 /// <summary>Verified accuracy of Reasoner + Talker and of the coupled baseline, greedy decoding both.</summary>
 public static class ReasonerEval
 {
-    /// <summary>Reasoner latent chain (LatentSteps latents, from <paramref name="source"/>) → Talker (greedy, KV-cached) → the data's verifier.</summary>
+    /// <summary>Reasoner latent chain (LatentSteps latents, from <paramref name="source"/>) → Talker (greedy, KV-cached; with <paramref name="slips"/>, slipped while thinking) → the data's verifier.</summary>
     public static IReadOnlyList<GradedItem> GradePipeline(Reasoner reasoner, Talker talker, IReasonerData data,
-        IReadOnlyList<ReasonerExample> xs, int batchSize = 128, ChainSource source = ChainSource.FreeRunning)
+        IReadOnlyList<ReasonerExample> xs, int batchSize = 128, ChainSource source = ChainSource.FreeRunning, GenerationSlips? slips = null)
     {
         using var _ = no_grad();
         int eos = data.Tokenizer.EosId!.Value, pad = data.Tokenizer.PadId ?? 0;
@@ -42,7 +42,7 @@ public static class ReasonerEval
             var chain = source == ChainSource.Oracle
                 ? OracleChain(reasoner, chunk, eos, reasoner.Settings.LatentSteps)
                 : reasoner.Reason(batch.PromptIds, batch.PromptMask, reasoner.Settings.LatentSteps);
-            var said = talker.Generate(chain, data.MaxContinuation + 4, eos);
+            var said = talker.Generate(chain, data.MaxContinuation + 4, eos, slips?.TalkerChooser(s, chunk.Count));
             for (int i = 0; i < chunk.Count; i++) results.Add(new GradedItem(chunk[i], said[i], data.IsCorrect(chunk[i], said[i])));
         }
         return results;
@@ -103,8 +103,9 @@ public static class ReasonerEval
         return Enumerable.Range(0, steps).Where(j => counts[j] > 0).Select(j => (j, (double)cosMean[j], (double)accMean[j], (int)counts[j])).ToList();
     }
 
-    /// <summary>The coupled LM: greedy continuation of the prompt, graded by the same verifier.</summary>
-    public static IReadOnlyList<GradedItem> GradeBaseline(DecoderLM model, IReasonerData data, IReadOnlyList<ReasonerExample> xs, int batchSize = 128)
+    /// <summary>The coupled LM: greedy continuation of the prompt (with <paramref name="slips"/>, slipped while thinking), graded by the same verifier.</summary>
+    public static IReadOnlyList<GradedItem> GradeBaseline(DecoderLM model, IReasonerData data, IReadOnlyList<ReasonerExample> xs, int batchSize = 128,
+        GenerationSlips? slips = null)
     {
         using var _ = no_grad();
         var gen = new TextGenerator(model);
@@ -113,7 +114,8 @@ public static class ReasonerEval
         for (int s = 0; s < xs.Count; s += batchSize)
         {
             var chunk = xs.Skip(s).Take(batchSize).ToList();
-            using var outcome = gen.Generate(chunk.Select(x => x.Prompt).ToList(), new GenerationConfig(MaxNewTokens: data.MaxContinuation + 4, StopTokens: new[] { eos }));
+            using var outcome = gen.Generate(chunk.Select(x => x.Prompt).ToList(), new GenerationConfig(MaxNewTokens: data.MaxContinuation + 4, StopTokens: new[] { eos }),
+                processors: slips is null ? null : [slips.Processor(s)]);
             for (int i = 0; i < chunk.Count; i++)
             {
                 var tokens = outcome.Tokens[i].Append(eos).ToArray();

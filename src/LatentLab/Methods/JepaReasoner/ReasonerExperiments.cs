@@ -136,12 +136,12 @@ public static class ReasonerExperiments
     /// and the Dual Talker on the oracle chain (reference: whether the Dual read-out is the bottleneck).
     /// With <paramref name="bounds"/> false only the three deployable arms are graded (the noise sweep).
     /// </summary>
-    static IReadOnlyList<Arm> Arms(RunModels m, IReasonerData data, IReadOnlyList<ReasonerExample> xs, bool bounds = true)
+    static IReadOnlyList<Arm> Arms(RunModels m, IReasonerData data, IReadOnlyList<ReasonerExample> xs, bool bounds = true, GenerationSlips? slips = null)
     {
         Arm Pipe(string name, string what, ArmRole role, Talker talker, ChainSource source)
         {
             var sw = Stopwatch.StartNew();
-            var graded = ReasonerEval.GradePipeline(m.Reasoner, talker, data, xs, source: source);
+            var graded = ReasonerEval.GradePipeline(m.Reasoner, talker, data, xs, source: source, slips: slips);
             return Arm.Graded(name, what, role, graded.Select(g => g.Correct).ToList(), seconds: sw.Elapsed.TotalSeconds);
         }
         var arms = new List<Arm>
@@ -150,7 +150,7 @@ public static class ReasonerExperiments
             Pipe(DualArm, "JEPA-Reasoner (free-running chain) + Dual Talker", ArmRole.Method, m.Dual, ChainSource.FreeRunning),
         };
         var swb = Stopwatch.StartNew();
-        var coupled = ReasonerEval.GradeBaseline(m.Baseline, data, xs);
+        var coupled = ReasonerEval.GradeBaseline(m.Baseline, data, xs, slips: slips);
         arms.Add(Arm.Graded(CoupledArm, "the same pre-trained transformer trained on as an LM (greedy)", ArmRole.Reference,
             coupled.Select(g => g.Correct).ToList(), seconds: swb.Elapsed.TotalSeconds));
         if (!bounds) return arms;
@@ -367,11 +367,8 @@ public static class ReasonerExperiments
     {
         log ??= Console.Out;
         rates ??= DefaultNoiseRates;
-        if (rates.Count == 0 || rates[0] != 0) throw new ArgumentException("cfg-noise: the rates must start with 0 (the normalising rate)");
         var sw = Stopwatch.StartNew();
-        var phases = TrainAll(o, log);
-        var data = (TaskReasonerData)ReasonerPhases.Data(o);
-        if (data.Family is not CfgFamily) throw new ArgumentException($"cfg-noise needs the cfg task family, got '{o.Task}'");
+        var (phases, data) = CfgSweepStart("cfg-noise", o, rates, log);
         using var m = RunModels.Load(o);
         string[] swept = [MonoArm, DualArm, CoupledArm, BayesArm];
         var rows = new List<(double Rate, Proportion[] Acc)>();
@@ -396,31 +393,15 @@ public static class ReasonerExperiments
             Pairs = StandardPairs,
             Sweeps = swept.Select((n, i) => new ScaleSweep(n, "token noise", rows.Select(x => new SweepPoint(x.Rate, x.Acc[i])).ToList())).ToList(),
         };
-        var at0 = rows[0].Acc.Select(p => p.Value).ToArray();
-        double Norm(double v, double zero) => zero > 0 ? v / zero : double.NaN;
-        var xs = rates.Select(r => 100 * r).ToArray();
-        StudyPlots.Lines(Path.Combine(o.OutDir, "cfg_noise.png"), "CFG completion under input token noise", "token noise (%)", "normalised accuracy (acc / acc at 0%)",
-            swept.Select((n, i) => new Curve(n == BayesArm ? n + " (ceiling)" : n, xs, rows.Select(x => Norm(x.Acc[i].Value, at0[i])).ToArray(), Dashed: n == CoupledArm)).ToList(),
-            markerSize: 7, legend: ScottPlot.Alignment.UpperRight, width: 800, height: 550);
+        SweepPlot(Path.Combine(o.OutDir, "cfg_noise.png"), "CFG completion under input token noise", "token noise (%)", swept, rows);
         var (driftMd, driftJson) = Drift(m, data, cleanTest!, Path.Combine(o.OutDir, "chain_drift.png"));
         TrainingCurves(o);
-
-        var table = new StringBuilder("| token noise | " + string.Join(" | ", swept) + " | " + string.Join(" | ", swept.Select(n => n + " normalised"))
-            + " | headroom over the baseline |\n|---|" + string.Concat(Enumerable.Repeat("---|", 2 * swept.Length + 1)) + "\n");
-        static string F(double v, string format) => double.IsNaN(v) ? "n/a" : v.ToString(format, CultureInfo.InvariantCulture);
-        foreach (var (rate, acc) in rows)
-            table.AppendLine(Inv($"| {rate:P0} | {string.Join(" | ", acc.Select(a => a.ToString()))} | {string.Join(" | ", acc.Select((a, i) => F(Norm(a.Value, at0[i]), "F3")))} | {F(100 * (Norm(acc[3].Value, at0[3]) - Norm(acc[2].Value, at0[2])), "+0.0;-0.0;0.0")} |"));
         var results = new JsonObject
         {
             ["experiment"] = "cfg-noise", ["task"] = data.Name, ["options"] = o.ToJson(), ["seconds"] = sw.Elapsed.TotalSeconds,
-            ["study"] = study.ToJson(), ["chain_drift"] = driftJson,
-            ["normalised"] = new JsonArray(rows.Select(x => (JsonNode)new JsonObject
-            {
-                ["noise"] = x.Rate, ["mono_normalised"] = Norm(x.Acc[0].Value, at0[0]), ["dual_normalised"] = Norm(x.Acc[1].Value, at0[1]),
-                ["coupled_normalised"] = Norm(x.Acc[2].Value, at0[2]), ["bayes_optimal"] = x.Acc[3].Value,
-                ["bayes_normalised"] = Norm(x.Acc[3].Value, at0[3]),
-            }).ToArray()),
+            ["study"] = study.ToJson(), ["chain_drift"] = driftJson, ["normalised"] = SweepJson("noise", swept, rows),
         };
+        var table = SweepTable("token noise", swept, rows, headroomOf: BayesArm);
         var report = Inv($"""
             # JEPA-Reasoner: CFG robustness ({data.Name})
 
@@ -456,7 +437,133 @@ public static class ReasonerExperiments
         return Write(o, report, results);
     }
 
+    /// <summary>Where both CFG sweeps start: the rates and the task checked before anything trains, then every phase trained or found.</summary>
+    static (IReadOnlyList<PhaseResult> Phases, TaskReasonerData Data) CfgSweepStart(string experiment, ReasonerOptions o, IReadOnlyList<double> rates, TextWriter log)
+    {
+        if (rates.Count == 0 || rates[0] != 0) throw new ArgumentException($"{experiment}: the rates must start with 0 (the normalising rate)");
+        if (ReasonerPhases.Data(o) is not TaskReasonerData { Family: CfgFamily } data)
+            throw new ArgumentException($"{experiment} needs the cfg task family, got '{o.Task}'");
+        return (TrainAll(o, log), data);
+    }
+
+    public static readonly double[] DefaultSlipRates = [0, 0.02, 0.05, 0.10, 0.20, 0.30];
+
+    /// <summary>
+    /// Token slips during generation (<see cref="GenerationSlips"/>), the errors the decoupling contains by
+    /// construction: the clean held-out prefixes of cfg-noise at every rate; while thinking, each trace token either
+    /// model emits is replaced with probability r by another trace token, which it then reads. The coupled LM reads its
+    /// slips back into its state; the JEPA-Reasoner's chain never sees them, only its Talker does. The answer is never
+    /// slipped, so each model's own slip-free accuracy is its ceiling (normalised 1: a model that contained every slip
+    /// stays there). Same models and run folder as cfg-noise (trained if missing); the report goes to
+    /// <c>&lt;out&gt;/generation-slips/</c>.
+    /// </summary>
+    public static ExperimentResult CfgSlips(ReasonerOptions o, int evalProblems = 200, IReadOnlyList<double>? rates = null, TextWriter? log = null)
+    {
+        log ??= Console.Out;
+        rates ??= DefaultSlipRates;
+        var sw = Stopwatch.StartNew();
+        var (phases, data) = CfgSweepStart("cfg-slips", o, rates, log);
+        using var m = RunModels.Load(o);
+        var test = data.Test(evalProblems, o.Seed + 77);
+        string[] swept = [MonoArm, DualArm, CoupledArm];
+        var rows = new List<(double Rate, Proportion[] Acc)>();
+        IReadOnlyList<Arm>? clean = null;
+        GenerationSlips? slips = null;
+        foreach (var rate in rates)
+        {
+            slips = GenerationSlips.For(data, rate, o.Seed + 78);
+            var arms = Arms(m, data, test, bounds: rate == 0, slips: rate == 0 ? null : slips);
+            if (rate == 0) clean = arms;
+            var acc = swept.Select(n => arms.First(a => a.Name == n).Accuracy!.Value).ToArray();
+            rows.Add((rate, acc));
+            log.WriteLine(Inv($"cfg-slips {rate:P0}: {string.Join("; ", swept.Zip(acc, (n, a) => $"{n} {a}"))}"));
+        }
+        var study = new Study("cfg slips", clean!)
+        {
+            Pairs = StandardPairs,
+            Sweeps = swept.Select((n, i) => new ScaleSweep(n, "slip rate", rows.Select(x => new SweepPoint(x.Rate, x.Acc[i])).ToList())).ToList(),
+        };
+        string dir = Path.Combine(o.OutDir, "generation-slips");
+        Directory.CreateDirectory(dir);
+        SweepPlot(Path.Combine(dir, "cfg_slips.png"), "CFG completion with token slips while thinking", "slip rate per trace token (%)", swept, rows);
+        double traceLength = test.Average(x => x.Continuation.TakeWhile(t => t != slips!.ThinkEnd).Count());
+        var results = new JsonObject
+        {
+            ["experiment"] = "cfg-slips", ["task"] = data.Name, ["options"] = o.ToJson(), ["seconds"] = sw.Elapsed.TotalSeconds,
+            ["mean_trace_tokens"] = traceLength, ["study"] = study.ToJson(), ["normalised"] = SweepJson("slip_rate", swept, rows),
+        };
+        var report = Inv($"""
+            # JEPA-Reasoner: CFG with token slips during generation ({data.Name})
+
+            {Describe(o, m)}
+            The same {evalProblems} clean held-out prefixes at every rate. While a model is thinking, each trace token it emits
+            is replaced with probability r by another of the {slips!.Alphabet.Count} trace tokens (uniformly), and the slipped
+            token is what it reads next; the thinking marker, the answer and &lt;eos&gt; are never slipped. Traces are
+            {traceLength:F1} tokens on average, so about {traceLength:F0}·r slips per problem. The coupled LM reads its slips back
+            into its state. The JEPA-Reasoner's chain never sees them (∂chain/∂token = 0, tested); only its Talker does. So
+            any answer lost was lost to slips that travelled. Each model's ceiling is its own slip-free accuracy (normalised
+            1). Normalised accuracy = accuracy at r / accuracy at 0; Wilson 95% intervals.
+
+            Slip-free (r = 0):
+
+            {study.ArmsTable()}
+            {study.PairedTable()}
+            With slips:
+
+            {SweepTable("slip rate", swept, rows)}
+            ![normalised accuracy with token slips](cfg_slips.png)
+
+            ## Training
+
+            {PhaseTable(phases)}
+            Total time {sw.Elapsed.TotalSeconds:F0} s.
+            """);
+        return new(Path.GetFullPath(dir), StudyFiles.Write(dir, report, results), results);
+    }
+
     const string BayesArm = "bayes-optimal";
+
+    static double Norm(double v, double zero) => zero > 0 ? v / zero : double.NaN;
+
+    /// <summary>Each swept arm's accuracy over the rates, normalised by its own accuracy at rate 0.</summary>
+    static void SweepPlot(string path, string title, string xLabel, string[] swept, IReadOnlyList<(double Rate, Proportion[] Acc)> rows)
+    {
+        var xs = rows.Select(r => 100 * r.Rate).ToArray();
+        StudyPlots.Lines(path, title, xLabel, "normalised accuracy (acc / acc at 0%)",
+            swept.Select((n, i) => new Curve(n == BayesArm ? n + " (ceiling)" : n, xs, rows.Select(x => Norm(x.Acc[i].Value, rows[0].Acc[i].Value)).ToArray(), Dashed: n == CoupledArm)).ToList(),
+            markerSize: 7, legend: ScottPlot.Alignment.UpperRight, width: 800, height: 550);
+    }
+
+    /// <summary>
+    /// Accuracy and normalised accuracy per rate for every swept arm; with <paramref name="headroomOf"/>, a last column
+    /// with that arm's normalised lead over the coupled baseline, in points.
+    /// </summary>
+    static string SweepTable(string knob, string[] swept, IReadOnlyList<(double Rate, Proportion[] Acc)> rows, string? headroomOf = null)
+    {
+        var at0 = rows[0].Acc.Select(p => p.Value).ToArray();
+        int c = Array.IndexOf(swept, CoupledArm), h = headroomOf is null ? -1 : Array.IndexOf(swept, headroomOf);
+        var table = new StringBuilder($"| {knob} | " + string.Join(" | ", swept) + " | " + string.Join(" | ", swept.Select(n => n + " normalised"))
+            + (h >= 0 ? " | headroom over the baseline" : "") + " |\n|---|" + string.Concat(Enumerable.Repeat("---|", 2 * swept.Length + (h >= 0 ? 1 : 0))) + "\n");
+        static string F(double v, string format) => double.IsNaN(v) ? "n/a" : v.ToString(format, CultureInfo.InvariantCulture);
+        foreach (var (rate, acc) in rows)
+            table.AppendLine(Inv($"| {rate:P0} | {string.Join(" | ", acc.Select(a => a.ToString()))} | {string.Join(" | ", acc.Select((a, i) => F(Norm(a.Value, at0[i]), "F3")))} |")
+                + (h >= 0 ? $" {F(100 * (Norm(acc[h].Value, at0[h]) - Norm(acc[c].Value, at0[c])), "+0.0;-0.0;0.0")} |" : ""));
+        return table.ToString();
+    }
+
+    /// <summary>Per rate: each swept arm's accuracy and normalised accuracy (keys from the arm names).</summary>
+    static JsonArray SweepJson(string knob, string[] swept, IReadOnlyList<(double Rate, Proportion[] Acc)> rows) =>
+        new(rows.Select(x =>
+        {
+            var row = new JsonObject { [knob] = x.Rate };
+            for (int i = 0; i < swept.Length; i++)
+            {
+                string key = swept[i] switch { MonoArm => "mono", DualArm => "dual", CoupledArm => "coupled", BayesArm => "bayes", var n => n };
+                row[key + "_accuracy"] = x.Acc[i].Value;
+                row[key + "_normalised"] = Norm(x.Acc[i].Value, rows[0].Acc[i].Value);
+            }
+            return (JsonNode)row;
+        }).ToArray());
 
     // GSM8K few-shot
     // ----------------------------------------------------------------------------------------------------------------
