@@ -31,6 +31,7 @@ public static class ReasonerCommands
         public readonly Option<long?> PretrainSteps = new("--pretrain-steps");
         public readonly Option<long?> SstSteps = new("--sst-steps") { Description = "SST steps (also the baseline's)" };
         public readonly Option<long?> TalkerSteps = new("--talker-steps");
+        public readonly Option<double?> TrainSlips = new("--train-slips") { Description = "slip-augmented Talker training: share of trace input tokens replaced by other trace tokens (targets unchanged; default 0)" };
         public readonly Option<double?> Momentum = new("--momentum") { Description = "EMA momentum of the SST target encoder (default 0.98, the paper's; the tree-search and cfg-noise experiments default to 0.999)" };
         public readonly Option<double?> K = new("--k") { Description = "scale k of the SST loss k·(1 − cos) (default 4)" };
         public readonly Option<double?> Rollout = new("--rollout") { Description = "share of each SST batch trained on the Reasoner's own free-running chain (0 = teacher-forced SST; experiments default 0.5)" };
@@ -43,7 +44,7 @@ public static class ReasonerCommands
         public IEnumerable<Option> All => new Option[]
         {
             Task, Difficulty, TrainMinDifficulty, Train, HoldOut, Hidden, Layers, Heads, Talker, TalkerHidden, TalkerLayers, Batch,
-            PretrainSteps, SstSteps, TalkerSteps, Momentum, K, Rollout, Compute, Seed, Scale, Out, Config,
+            PretrainSteps, SstSteps, TalkerSteps, TrainSlips, Momentum, K, Rollout, Compute, Seed, Scale, Out, Config,
         };
 
         public ReasonerOptions Resolve(ParseResult pr, ReasonerOptions defaults)
@@ -60,7 +61,7 @@ public static class ReasonerCommands
                 Talker = pr.GetValue(Talker)?.Trim().ToLowerInvariant() ?? o.Talker,
                 TalkerHidden = pr.GetValue(TalkerHidden) ?? o.TalkerHidden, TalkerLayers = pr.GetValue(TalkerLayers) ?? o.TalkerLayers,
                 BatchSize = pr.GetValue(Batch) ?? o.BatchSize, PretrainSteps = pr.GetValue(PretrainSteps) ?? o.PretrainSteps,
-                SstSteps = pr.GetValue(SstSteps) ?? o.SstSteps, TalkerSteps = pr.GetValue(TalkerSteps) ?? o.TalkerSteps,
+                SstSteps = pr.GetValue(SstSteps) ?? o.SstSteps, TalkerSteps = pr.GetValue(TalkerSteps) ?? o.TalkerSteps, TrainSlips = pr.GetValue(TrainSlips) ?? o.TrainSlips,
                 Momentum = pr.GetValue(Momentum) ?? o.Momentum, LossScale = pr.GetValue(K) ?? o.LossScale, Rollout = pr.GetValue(Rollout) ?? o.Rollout,
                 Compute = pr.GetValue(Compute) ?? o.Compute, Seed = pr.GetValue(Seed) ?? o.Seed, OutDir = pr.GetValue(Out) ?? o.OutDir,
             };

@@ -138,6 +138,35 @@ public sealed class JepaReasonerPhaseTests : IDisposable
     }
 
     [Fact]
+    public void SlipAugmentedTrainingChangesBothDecodersAndNothingUpstream()
+    {
+        var plain = Tiny("plain") with { Task = "cfg", Difficulty = 6 };
+        ReasonerPhases.RunPretrain(plain, TextWriter.Null);
+        ReasonerPhases.RunSst(plain, TextWriter.Null);
+        ReasonerPhases.RunTalker(plain, TextWriter.Null);
+        ReasonerPhases.RunBaseline(plain, TextWriter.Null);
+        // Only the Talker and baseline phases see the option: the pre-training and SST folders are reused as they are.
+        var slipped = plain with { TrainSlips = 0.5, OutDir = Path.Combine(_dir, "slipped") };
+        foreach (var phase in new[] { ReasonerPhases.Pretrain, ReasonerPhases.Sst })
+            DamageKit.CopyTree(plain.PhaseDir(phase), slipped.PhaseDir(phase));
+        var log = new StringWriter();
+        ReasonerPhases.RunSst(slipped, log);
+        Assert.Contains("already trained", log.ToString());
+        ReasonerPhases.RunTalker(slipped, TextWriter.Null);
+        ReasonerPhases.RunBaseline(slipped, TextWriter.Null);
+        foreach (var phase in new[] { ReasonerPhases.TalkerPhase("mono"), ReasonerPhases.Baseline })
+        {
+            Assert.Contains("\"train_slips\": 0.5", File.ReadAllText(Path.Combine(slipped.PhaseDir(phase), "train", "config.json")));
+            Assert.DoesNotContain("train_slips", File.ReadAllText(Path.Combine(plain.PhaseDir(phase), "train", "config.json")));   // 0 is left out
+            var a = Weights(plain.ModelDir(phase));
+            var b = Weights(slipped.ModelDir(phase));
+            Assert.Contains(a, kv => !kv.Value.AsSpan().SequenceEqual(b[kv.Key]));
+        }
+        Assert.DoesNotContain("train_slips", File.ReadAllText(Path.Combine(slipped.PhaseDir(ReasonerPhases.Sst), "train", "config.json")));
+        Assert.Throws<ArgumentException>(() => ReasonerPhases.RunTalker(plain with { TrainSlips = 1 }, TextWriter.Null));
+    }
+
+    [Fact]
     public void SstWithoutAPretrainedModelSaysWhatToRunFirst()
     {
         var e = Assert.Throws<DirectoryNotFoundException>(() => ReasonerPhases.RunSst(Tiny("none"), TextWriter.Null));

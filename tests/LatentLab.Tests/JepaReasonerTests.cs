@@ -399,6 +399,15 @@ public sealed class JepaReasonerTests
         Assert.NotEqual(alphabet[0], chooser(0, Logits(alphabet[0])).item<long>());
         Assert.Equal(thinkEnd, chooser(1, Logits(thinkEnd)).item<long>());
         Assert.Equal(alphabet[0], chooser(2, Logits(alphabet[0])).item<long>());
+
+        // A teacher-forced trace slipped for Talker training: every trace token before the marker, nothing after it.
+        int[] continuation = [alphabet[0], alphabet[1], alphabet[2], thinkEnd, alphabet[3], Tok.EosId!.Value];
+        var trace = always.WithSeed(5).SlipTrace(0, continuation);
+        Assert.Equal(continuation.Length, trace.Length);
+        for (int j = 0; j < 3; j++) Assert.NotEqual(continuation[j], trace[j]);
+        Assert.Equal(continuation[3..], trace[3..]);
+        Assert.Equal(trace, always.WithSeed(5).SlipTrace(0, continuation));
+        Assert.Equal(continuation, none.SlipTrace(0, continuation));
     }
 
     [Fact]
@@ -426,5 +435,36 @@ public sealed class JepaReasonerTests
             Assert.Equal(slips.Apply(0, t, (int)greedy), said[t]);
             if (alphabet.Contains((int)greedy)) Assert.NotEqual(greedy, said[t]);
         }
+    }
+
+    [Fact]
+    public void GradersSlipEveryRowOfEveryBatchAtItsOwnProblemIndex()
+    {
+        // Batches of 2 over 7 problems: a slip must land where Apply says for the problem's index in the whole list.
+        var data = new TaskReasonerData(new CfgFamily(), 6);
+        var tok = data.Tokenizer;
+        TorchRuntime.Initialize();
+        TorchRuntime.Seed(2);
+        var lm = new DecoderLM(Reasoner.ModelConfig(tok, 32, 2, 4, 256));
+        using var reasoner = new Reasoner(lm, new ReasonerSettings { L2 = true, InputScale = Reasoner.MeanEmbeddingNorm(lm), LatentSteps = 4 });
+        using var talker = Talker.Create(new TalkerConfig(TalkerKind.Mono, 32, TalkerConfig.DecoderConfig(tok.VocabSize, 32, 1, 4, 256, tok.BosId, tok.EosId, tok.PadId)));
+        var xs = data.Test(7, 1);
+        // Every token but the markers can slip: an untrained model rarely starts with a trace character.
+        int thinkEnd = tok.TokenToId(CharTokenizer.ThinkEnd)!.Value, eos = tok.EosId!.Value;
+        var slips = new GenerationSlips(1, Enumerable.Range(0, tok.VocabSize).Where(t => t != thinkEnd && t != eos).ToList(), thinkEnd, 9);
+        var checkedRows = 0;
+        foreach (var (clean, slipped) in new[]
+        {
+            (ReasonerEval.GradeBaseline(lm, data, xs, batchSize: 2), ReasonerEval.GradeBaseline(lm, data, xs, batchSize: 2, slips: slips)),
+            (ReasonerEval.GradePipeline(reasoner, talker, data, xs, batchSize: 2), ReasonerEval.GradePipeline(reasoner, talker, data, xs, batchSize: 2, slips: slips)),
+        })
+            for (int i = 0; i < xs.Count; i++)
+            {
+                // The first token comes from the prompt (or chain) alone, so the slip-free run says what was chosen.
+                int chosen = clean[i].Generated[0];
+                Assert.Equal(slips.Apply(i, 0, chosen), slipped[i].Generated[0]);
+                if (slips.Alphabet.Contains(chosen)) { Assert.NotEqual(chosen, slipped[i].Generated[0]); checkedRows++; }
+            }
+        Assert.True(checkedRows >= 7, $"only {checkedRows} rows started with a slippable token: the check saw too few slips");
     }
 }

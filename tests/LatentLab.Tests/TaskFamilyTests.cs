@@ -528,6 +528,23 @@ public sealed class TaskFamilyTests
             Assert.Equal(brute.MaxBy(kv => kv.Value).Key, noisy.MostLikelyCompletion(observed + "="));
         }
 
+        // The brute force's prior is a reading of the sampler's rules: the sampler itself must agree with it.
+        var counts = new Dictionary<string, int>();
+        var plain = new CfgFamily();
+        const int draws = 20000;
+        for (long seed = 0; seed < draws; seed++)
+        {
+            var clean = plain.Generate(seed, 6).Prompt.TrimEnd('=');
+            counts[clean] = counts.GetValueOrDefault(clean) + 1;
+        }
+        foreach (var (clean, c) in counts)
+        {
+            double p = SamplerProbability(clean), sd = Math.Sqrt(p * (1 - p) / draws);
+            Assert.True(p > 0, $"the sampler drew '{clean}', which the prior calls impossible");
+            Assert.InRange(c / (double)draws, p - 5 * sd - 1e-9, p + 5 * sd + 1e-9);
+        }
+        Assert.Throws<ArgumentException>(() => noisy.CompletionPosterior(new string('(', CfgFamily.MaxPosteriorLength + 1) + "="));
+
         // Noise-free, the posterior is a point mass on the answer; under noise its argmax is a real denoiser: on the same
         // problems it beats completing the noisy prefix as if it were clean.
         var clean0 = new CfgFamily();

@@ -149,7 +149,8 @@ public sealed class CfgFamily : TaskFamilyBase<CfgFamily.Params>
     /// of the other three), summed over the prefixes that share a completion. A forward pass over the stacks reachable
     /// at each position, so it is exact, not sampled. This is what a reader that knew both the grammar's sampler and the
     /// noise could at best infer; its most likely completion (<see cref="MostLikelyCompletion"/>) is the Bayes-optimal
-    /// answer, the ceiling of any model that sees only the noisy prompt.
+    /// answer, the ceiling of any model that sees only the noisy prompt (exactly so for problems drawn from the sampler;
+    /// a test split, a hash-chosen and deduplicated subset of it, differs from that prior only slightly).
     /// </summary>
     public IReadOnlyDictionary<string, double> CompletionPosterior(string prompt)
     {
@@ -159,6 +160,8 @@ public sealed class CfgFamily : TaskFamilyBase<CfgFamily.Params>
             throw BadPrompt(prompt, "expected bracket tokens ( ) [ ] followed by '='");
         observed = observed[..^1];
         int n = observed.Length;
+        if (n > MaxPosteriorLength)
+            throw new ArgumentException($"{Name}: the exact posterior keeps every reachable stack (about 2^(n−1)); prefixes longer than {MaxPosteriorLength} tokens (got {n}) are out of its reach");
         double Likelihood(char clean, char seen) => clean == seen ? 1 - NoiseRate : NoiseRate / 3;
         // Stacks as strings of openers, bottom first; the probability of each stack jointly with the tokens seen so far.
         var forward = new Dictionary<string, double>(StringComparer.Ordinal) { [""] = 1 };
@@ -184,6 +187,9 @@ public sealed class CfgFamily : TaskFamilyBase<CfgFamily.Params>
         // The completion closes the final stack innermost first.
         return forward.ToDictionary(kv => new string(kv.Key.Reverse().Select(c => c == '(' ? ')' : ']').ToArray()), kv => kv.Value / total, StringComparer.Ordinal);
     }
+
+    /// <summary>The longest prefix whose exact posterior <see cref="CompletionPosterior"/> computes (about 2^19 stacks at most).</summary>
+    public const int MaxPosteriorLength = 20;
 
     /// <summary>The Bayes-optimal answer to a (possibly noisy) prompt: the completion with the largest posterior (ties: ordinal order).</summary>
     public string MostLikelyCompletion(string prompt) =>

@@ -42,6 +42,17 @@ public sealed class GenerationSlips
         return new GenerationSlips(rate, alphabet, thinkEnd, seed);
     }
 
+    /// <summary>The same rate and alphabet with other random draws.</summary>
+    public GenerationSlips WithSeed(long seed) => new(Rate, _alphabet, ThinkEnd, seed);
+
+    /// <summary>A copy of a continuation whose trace (everything before the first thinking marker) is slipped as problem <paramref name="problem"/> would be, step by step.</summary>
+    public int[] SlipTrace(int problem, IReadOnlyList<int> continuation)
+    {
+        var copy = continuation.ToArray();
+        for (int j = 0; j < copy.Length && copy[j] != ThinkEnd; j++) copy[j] = Apply(problem, j, copy[j]);
+        return copy;
+    }
+
     /// <summary>What problem <paramref name="problem"/> emits at <paramref name="step"/> when its model chose <paramref name="chosen"/> (still thinking).</summary>
     public int Apply(int problem, int step, int chosen)
     {
@@ -72,7 +83,10 @@ public sealed class GenerationSlips
         };
     }
 
-    /// <summary>The same slips for greedy <see cref="TextGenerator"/> decoding: the slipped token gets the only finite score.</summary>
+    /// <summary>
+    /// The same slips for greedy <see cref="TextGenerator"/> decoding: the slipped token gets the only finite score.
+    /// Greedy only: the slip is decided from the argmax, which a sampled step would not emit.
+    /// </summary>
     public ILogitsProcessor Processor(int offset) => new SlipProcessor(this, offset);
 
     sealed class SlipProcessor(GenerationSlips slips, int offset) : ILogitsProcessor

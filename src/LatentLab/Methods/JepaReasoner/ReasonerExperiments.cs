@@ -191,7 +191,7 @@ public static class ReasonerExperiments
         (rows of each SST batch fed the Reasoner's own chain). Talkers d={o.TalkerHidden}, {o.TalkerLayers} decoder layers: Mono
         ({m.Mono.parameters().Sum(p => p.numel()):N0} parameters), Dual ({m.Dual.parameters().Sum(p => p.numel()):N0}, {o.TalkerEncoderLayers} encoder layer),
         both trained on the Reasoner's free-running chains and decoded greedily with a KV cache. Coupled baseline: the same
-        pre-trained transformer trained on as an LM on the same batches for as many steps as SST. Steps: pre-training
+        pre-trained transformer trained on as an LM on the same batches for as many steps as SST.{(o.TrainSlips > 0 ? $" Slip-augmented training: {o.TrainSlips:P0} of the trace input tokens of both the Talkers and the baseline slipped (targets clean)." : "")} Steps: pre-training
         {o.PretrainSteps}, SST {o.SstSteps}, Talkers {o.TalkerSteps}, batch {o.BatchSize}.
         """);
 
@@ -370,7 +370,9 @@ public static class ReasonerExperiments
         var sw = Stopwatch.StartNew();
         var (phases, data) = CfgSweepStart("cfg-noise", o, rates, log);
         using var m = RunModels.Load(o);
-        string[] swept = [MonoArm, DualArm, CoupledArm, BayesArm];
+        // The exact posterior is exponential in the prefix length: beyond its reach the sweep has no ceiling column.
+        bool bayesExact = data.Difficulty <= CfgFamily.MaxPosteriorLength;
+        string[] swept = bayesExact ? [MonoArm, DualArm, CoupledArm, BayesArm] : [MonoArm, DualArm, CoupledArm];
         var rows = new List<(double Rate, Proportion[] Acc)>();
         IReadOnlyList<Arm>? clean = null;
         IReadOnlyList<ReasonerExample>? cleanTest = null;
@@ -382,8 +384,8 @@ public static class ReasonerExperiments
             var arms = Arms(m, data, test, bounds: rate == 0);
             if (rate == 0) { clean = arms; cleanTest = test; }
             // The ceiling under noise: the exact posterior's answer, knowing the prefix sampler and the noise model.
-            var bayes = Proportion.Wilson(test.Count(x => data.Family.Verify(x.Problem!, noisy.MostLikelyCompletion(x.Problem!.Prompt))), test.Count);
-            var acc = swept.Select(n => n == BayesArm ? bayes : arms.First(a => a.Name == n).Accuracy!.Value).ToArray();
+            Proportion Bayes() => Proportion.Wilson(test.Count(x => data.Family.Verify(x.Problem!, noisy.MostLikelyCompletion(x.Problem!.Prompt))), test.Count);
+            var acc = swept.Select(n => n == BayesArm ? Bayes() : arms.First(a => a.Name == n).Accuracy!.Value).ToArray();
             rows.Add((rate, acc));
             log.WriteLine(Inv($"cfg-noise {rate:P0}: {string.Join("; ", swept.Zip(acc, (n, a) => $"{n} {a}"))}"));
         }
@@ -401,7 +403,7 @@ public static class ReasonerExperiments
             ["experiment"] = "cfg-noise", ["task"] = data.Name, ["options"] = o.ToJson(), ["seconds"] = sw.Elapsed.TotalSeconds,
             ["study"] = study.ToJson(), ["chain_drift"] = driftJson, ["normalised"] = SweepJson("noise", swept, rows),
         };
-        var table = SweepTable("token noise", swept, rows, headroomOf: BayesArm);
+        var table = SweepTable("token noise", swept, rows, headroomOf: bayesExact ? BayesArm : null);
         var report = Inv($"""
             # JEPA-Reasoner: CFG robustness ({data.Name})
 
@@ -409,11 +411,14 @@ public static class ReasonerExperiments
             Both models are trained on clean prefixes only. At test time each prompt token is replaced, independently with
             probability r, by another bracket; the expected answer stays the clean prefix's completion. Normalised accuracy
             = accuracy at r / accuracy at 0. {evalProblems} held-out problems per rate (the same clean problems at every rate);
-            Wilson 95% intervals. `{BayesArm}` is the ceiling under noise: the answer with the largest exact posterior given
-            the noisy prompt, knowing the prefix sampler and the noise model (no model trained on clean prefixes can do
+            Wilson 95% intervals. {(bayesExact ? $"""
+            `{BayesArm}` is the ceiling under noise: the answer with the largest exact posterior given
+            the noisy prompt, knowing the prefix sampler and the noise model (no model reading only the noisy prompt does
             better in expectation). The last column is its headroom over the coupled baseline, in points of normalised
-            accuracy: at matched clean accuracy no model reading the noisy prompt can be ahead of the baseline by more, in
-            expectation (a weaker clean model can look flatter, which is why the comparison needs matched clean accuracy).
+            accuracy. An arm with clean accuracy a₀ can reach at most {BayesArm}(r) / a₀ normalised, so an arm as accurate
+            clean as the baseline can be ahead of it by at most that column; a weaker clean arm is capped higher (it can look
+            flatter), which is why the comparison needs matched clean accuracy.
+            """ : $"No ceiling under noise: the exact posterior is out of reach beyond {CfgFamily.MaxPosteriorLength} prefix tokens.")}
 
             Clean prefixes (r = 0):
 

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
 
 namespace LatentLab.Methods.JepaReasoner;
 
@@ -56,6 +57,14 @@ public sealed record ReasonerOptions
     public double TalkerLr { get; init; } = 2e-3;
     /// <summary>Distinct training problems whose latent chains the Talker is trained on (chains are computed once).</summary>
     public int TalkerPool { get; init; } = 2048;
+    /// <summary>
+    /// Slip-augmented training of both token decoders, the Talkers and the coupled baseline alike: each trace token of
+    /// their teacher-forced input is replaced with this probability by another trace token (<see cref="GenerationSlips"/>;
+    /// targets unchanged), so each learns to recover from slips it reads: the Talker by reading the chain, the baseline
+    /// however it can. 0 = plain teacher forcing (left out of config.json, so runs from before the option still resume).
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public double TrainSlips { get; init; }
 
     /// <summary>Activation dtype of the transformers (weights stay f32): auto (measured here, see ComputePolicy), f32 or bf16.</summary>
     public string Compute { get; init; } = "auto";
@@ -109,6 +118,7 @@ public sealed record ReasonerOptions
         Check(LossScale > 0, $"LossScale must be positive (got {LossScale})");
         Check(Rollout is >= 0 and <= 1, $"Rollout must be a share in [0, 1] (got {Rollout})");
         Check(Talker is "mono" or "dual", $"Talker must be mono or dual (got '{Talker}')");
+        Check(TrainSlips >= 0 && TrainSlips < 1, $"TrainSlips must lie in [0, 1) (got {TrainSlips})");
         Check(TalkerPool >= BatchSize, $"TalkerPool ({TalkerPool}) must be at least BatchSize ({BatchSize})");
         Tensors.ComputePolicy.Validate(Compute);
     }

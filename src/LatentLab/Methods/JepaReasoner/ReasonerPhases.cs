@@ -68,6 +68,8 @@ public static class ReasonerPhases
     static readonly string[] SstOnlyKeys = ["momentum", "loss_scale", "rollout"];
     static readonly string[] SstKeys = ["sst_steps", "sst_lr", .. SstOnlyKeys];
     static readonly string[] TalkerKeys = ["talker", "talker_hidden", "talker_layers", "talker_encoder_layers", "talker_steps", "talker_lr", "talker_pool"];
+    /// <summary>Options of the two token decoders' training (Talkers and baseline), not of pre-training or SST.</summary>
+    static readonly string[] DecoderKeys = ["train_slips"];
 
     /// <summary>
     /// The options a phase's config.json leaves out: those of the phases that come after it (pre-training knows nothing
@@ -77,8 +79,8 @@ public static class ReasonerPhases
     /// </summary>
     public static IReadOnlyList<string> NotUpstream(string phase) => phase switch
     {
-        Pretrain => [.. SstKeys, .. TalkerKeys],
-        Sst => TalkerKeys,
+        Pretrain => [.. SstKeys, .. TalkerKeys, .. DecoderKeys],
+        Sst => [.. TalkerKeys, .. DecoderKeys],
         Baseline => [.. SstOnlyKeys, .. TalkerKeys],
         _ => [],
     };
@@ -100,9 +102,23 @@ public static class ReasonerPhases
         ComputePolicy.Apply(o.Compute, model, Path.Combine(o.PhaseDir(phase), "train", "config.json"), log);
 
     /// <summary>Next-token cross-entropy on the continuation (the prompt is given, not predicted), for pre-training and the baseline.</summary>
-    public static TrainLoss LmLoss(DecoderLM model, IReadOnlyList<ReasonerExample> xs, int pad)
+    /// <summary>
+    /// Next-token cross-entropy on the continuations. <paramref name="inputs"/> (one per example, the continuation's
+    /// length) replaces the continuation the model reads, e.g. a slipped trace; the targets stay the true continuations.
+    /// </summary>
+    public static TrainLoss LmLoss(DecoderLM model, IReadOnlyList<ReasonerExample> xs, int pad, IReadOnlyList<int[]>? inputs = null)
     {
         var (ids, targets, mask, scored) = LmBatch.Build(xs.Select(x => (x.Prompt.Concat(x.Continuation).ToArray(), x.Prompt.Length)).ToList(), pad);
+        if (inputs is not null)
+        {
+            if (inputs.Count != xs.Count || inputs.Where((x, i) => x.Length != xs[i].Continuation.Length).Any())
+                throw new ArgumentException("LM inputs must match the continuations one for one, in length");
+            var (slipped, t2, m2, _) = LmBatch.Build(xs.Select((x, i) => (x.Prompt.Concat(inputs[i]).ToArray(), x.Prompt.Length)).ToList(), pad);
+            t2.Dispose();
+            m2.Dispose();
+            ids.Dispose();
+            ids = slipped;
+        }
         using (ids)
         using (targets)
         using (mask)
@@ -268,6 +284,7 @@ public static class ReasonerPhases
         var tok = data.Tokenizer;
         var talkerConfig = new TalkerConfig(o.Talker == "dual" ? TalkerKind.Dual : TalkerKind.Mono, reasoner.Model.Config.HiddenSize,
             TalkerConfig.DecoderConfig(tok.VocabSize, o.TalkerHidden, o.TalkerLayers, 4, 4096, tok.BosId, tok.EosId, tok.PadId), o.TalkerEncoderLayers);
+        var slips = TrainingSlips(o, data);
         TorchRuntime.Seed(o.Seed + 3);
         using var talker = Talker.Create(talkerConfig);
         var trainable = new Trainable(talker, (step, micro) =>
@@ -276,11 +293,20 @@ public static class ReasonerPhases
             var idx = Enumerable.Range(0, o.BatchSize).Select(_ => rng.Next(pool.Count)).ToArray();
             using var idxT = tensor(idx.Select(i => (long)i).ToArray(), device: chains.device);
             using var lat = chains.index_select(0, idxT);
-            return TalkerLoss(talker, lat, idx.Select(i => pool[i]).ToList(), Pad(data));
+            var batch = idx.Select(i => pool[i]).ToList();
+            // Fresh slips every step: the same problem is slipped at other places each time it is drawn.
+            var inputs = slips?.WithSeed(Seeds.For(o.Seed + 4, step, micro)) is { } s
+                ? batch.Select((x, row) => s.SlipTrace(row, x.Continuation)).ToList() : null;
+            return TalkerLoss(talker, lat, batch, Pad(data), inputs);
         });
         var name = TalkerPhase(o.Talker);
         return Phase(o, name, o.TalkerSteps, o.TalkerLr, compute).Run(trainable, talker.Save, o.ModelDir(name), log, cancel);
     }
+
+    /// <summary>The slips of slip-augmented decoder training (<see cref="ReasonerOptions.TrainSlips"/>), null when off.</summary>
+    static GenerationSlips? TrainingSlips(ReasonerOptions o, IReasonerData data) => o.TrainSlips <= 0 ? null
+        : data is TaskReasonerData task ? GenerationSlips.For(task, o.TrainSlips, o.Seed + 4)
+        : throw new ArgumentException($"--train-slips needs a task family with a thinking trace (got '{o.Task}')");
 
     /// <summary>The Reasoner's latent chains [N, LatentSteps, D] for examples, in chunks, without gradients.</summary>
     public static Tensor Chains(Reasoner reasoner, IReadOnlyList<ReasonerExample> xs, int pad, int chunk = 128)
@@ -297,13 +323,19 @@ public static class ReasonerPhases
         return all;
     }
 
-    /// <summary>Cross-entropy of the Talker on continuations (start token, then teacher forcing) given latent chains [B, L, D].</summary>
-    public static TrainLoss TalkerLoss(Talker talker, Tensor latents, IReadOnlyList<ReasonerExample> xs, int pad)
+    /// <summary>
+    /// Cross-entropy of the Talker on continuations (start token, then teacher forcing) given latent chains [B, L, D].
+    /// <paramref name="inputs"/> (one per example, the continuation's length) replaces what is teacher-forced, e.g. a
+    /// slipped trace; the targets stay the true continuations.
+    /// </summary>
+    public static TrainLoss TalkerLoss(Talker talker, Tensor latents, IReadOnlyList<ReasonerExample> xs, int pad, IReadOnlyList<int[]>? inputs = null)
     {
         int start = talker.Config.Decoder.BosTokenId ?? throw new InvalidOperationException("talker config has no bos token");
+        if (inputs is not null && (inputs.Count != xs.Count || inputs.Where((x, i) => x.Length != xs[i].Continuation.Length).Any()))
+            throw new ArgumentException("talker inputs must match the continuations one for one, in length");
         // Input j is the start token then the continuation shifted by one; target j is continuation token j.
         int t = xs.Max(x => x.Continuation.Length);
-        var (ids, inputMask) = TokenBatch.RightPad(xs.Select(x => x.Continuation.Prepend(start).Take(t).ToArray()).ToList(), pad);
+        var (ids, inputMask) = TokenBatch.RightPad(xs.Select((x, i) => (inputs?[i] ?? x.Continuation).Prepend(start).Take(t).ToArray()).ToList(), pad);
         var (targets, scored) = TokenBatch.RightPad(xs.Select(x => x.Continuation).ToList(), -100);
         using (ids)
         using (inputMask)
@@ -322,7 +354,14 @@ public static class ReasonerPhases
         var data = Begin(o);
         using var model = LoadPretrained(o.ModelDir(Pretrain));
         var compute = UseCompute(o, Baseline, model, log);
-        var trainable = new Trainable(model, (step, micro) => LmLoss(model, data.Train(Seeds.For(o.Seed + 1, step, micro), o.BatchSize), Pad(data)));
+        var slips = TrainingSlips(o, data);
+        var trainable = new Trainable(model, (step, micro) =>
+        {
+            var batch = data.Train(Seeds.For(o.Seed + 1, step, micro), o.BatchSize);
+            var inputs = slips?.WithSeed(Seeds.For(o.Seed + 5, step, micro)) is { } s
+                ? batch.Select((x, row) => s.SlipTrace(row, x.Continuation)).ToList() : null;
+            return LmLoss(model, batch, Pad(data), inputs);
+        });
         var phase = Phase(o, Baseline, o.SstSteps, o.SstLr, compute) with { Evaluate = _ => LmEval(model, data, o.Seed) };
         return phase.Run(trainable, dir => { Checkpoints.Save(model, dir); data.Tokenizer.Save(dir); }, o.ModelDir(Baseline), log, cancel);
     }
