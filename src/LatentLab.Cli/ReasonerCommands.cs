@@ -31,7 +31,7 @@ public static class ReasonerCommands
         public readonly Option<long?> PretrainSteps = new("--pretrain-steps");
         public readonly Option<long?> SstSteps = new("--sst-steps") { Description = "SST steps (also the baseline's)" };
         public readonly Option<long?> TalkerSteps = new("--talker-steps");
-        public readonly Option<double?> TrainSlips = new("--train-slips") { Description = "slip-augmented Talker training: share of trace input tokens replaced by other trace tokens (targets unchanged; default 0)" };
+        public readonly Option<double?> TrainSlips = new("--train-slips") { Description = "slip-augmented training of the Talkers and the baseline alike: share of their trace input tokens replaced by other trace tokens (targets unchanged; default 0)" };
         public readonly Option<double?> Momentum = new("--momentum") { Description = "EMA momentum of the SST target encoder (default 0.98, the paper's; the tree-search and cfg-noise experiments default to 0.999)" };
         public readonly Option<double?> K = new("--k") { Description = "scale k of the SST loss k·(1 − cos) (default 4)" };
         public readonly Option<double?> Rollout = new("--rollout") { Description = "share of each SST batch trained on the Reasoner's own free-running chain (0 = teacher-forced SST; experiments default 0.5)" };

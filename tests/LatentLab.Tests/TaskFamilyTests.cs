@@ -396,12 +396,19 @@ public sealed class TaskFamilyTests
         Assert.Throws<FormatException>(() => Rebuild(f, "3<k:l,z<k:l,a<3:l,b<3:r;k>b="));   // two left children
         Assert.Throws<FormatException>(() => Rebuild(f, "k(3,z),3(a,b),z(c,d);k>b="));        // the nested form
         var nested = TaskRegistry.Get("tree:labels=char");
+        foreach (var (seed, p) in RoundTripped(f, 3))
+            Assert.Equal(p.Answer, nested.Generate(seed, 3).Answer);   // same tree, other rendering
+    }
+
+    /// <summary>Problems of seeds 0–19 at <paramref name="difficulty"/>, each verified and read back from its prompt to the same steps.</summary>
+    private static IEnumerable<(long Seed, TaskProblem Problem)> RoundTripped(ITaskFamily f, int difficulty)
+    {
         for (long seed = 0; seed < 20; seed++)
         {
-            var p = f.Generate(seed, 3);
+            var p = f.Generate(seed, difficulty);
             Assert.True(f.Verify(p, p.Answer));
             Assert.Equal(p.Steps, f.FromPrompt(p.Prompt).Steps);
-            Assert.Equal(p.Answer, nested.Generate(seed, 3).Answer);   // same tree, other rendering
+            yield return (seed, p);
         }
     }
 
@@ -418,12 +425,9 @@ public sealed class TaskFamilyTests
         Assert.Throws<FormatException>(() => Rebuild(f, "gL,zλ,aG,bη,cZ,dω;k>b="));   // L is no hop token (l is no label)
         Assert.Throws<FormatException>(() => Rebuild(f, "g<k:l,z<k:r;k>g="));        // the edge-list form
         Assert.ThrowsAny<ArgumentException>(() => f.Generate(0, 4));                 // 31 nodes, 24 labels
-        for (long seed = 0; seed < 20; seed++)
+        foreach (var (seed, p) in RoundTripped(f, 3))
         {
-            var p = f.Generate(seed, 3);
             Assert.All(p.Prompt, c => Assert.Contains(c, f.Alphabet));
-            Assert.True(f.Verify(p, p.Answer));
-            Assert.Equal(p.Steps, f.FromPrompt(p.Prompt).Steps);
             Assert.All(p.Steps, s => Assert.Equal(2, s.Length));
             Assert.Equal(p.Answer, f.Edit(p, EditKind.Rename, seed).Edited.Answer);
             var reordered = f.Edit(p, EditKind.Paraphrase, seed).Edited;

@@ -75,18 +75,28 @@ public sealed class CfgFamily : TaskFamilyBase<CfgFamily.Params>
 
     protected override Params Parse(TaskProblem problem)
     {
-        string observed = problem.Prompt.Replace(" ", "");
-        if (!observed.EndsWith('=') || observed.Length < 2 || observed[..^1].Any(c => !Tokens.Contains(c)))
-            throw BadPrompt(problem.Prompt, "expected bracket tokens ( ) [ ] followed by '='");
+        string observed = Observed(problem.Prompt);
         // Under noise the prompt is not the problem: the clean prefix is the first character of each step.
-        string clean = problem.Steps.Count > 0 ? string.Concat(problem.Steps.Select(s => s.Length > 0 ? s[0] : '?')) : observed[..^1];
-        if (clean.Length != observed.Length - 1 || clean.Any(c => !Tokens.Contains(c)))
+        string clean = problem.Steps.Count > 0 ? string.Concat(problem.Steps.Select(s => s.Length > 0 ? s[0] : '?')) : observed;
+        if (clean.Length != observed.Length || clean.Any(c => !Tokens.Contains(c)))
             throw BadPrompt(problem.Prompt, "steps do not give one clean token per prompt token");
-        if (NoiseRate == 0 && clean != observed[..^1])
+        if (NoiseRate == 0 && clean != observed)
             throw BadPrompt(problem.Prompt, "steps disagree with a noise-free prompt");
         Stack(clean, problem.Prompt);
         return new Params(clean, problem.Prompt.Contains(' '));
     }
+
+    /// <summary>The bracket tokens of a prompt (spaces and the closing '=' dropped), or a clear refusal.</summary>
+    private string Observed(string prompt)
+    {
+        string observed = prompt.Replace(" ", "");
+        if (!observed.EndsWith('=') || observed.Length < 2 || observed[..^1].Any(c => !Tokens.Contains(c)))
+            throw BadPrompt(prompt, "expected bracket tokens ( ) [ ] followed by '='");
+        return observed[..^1];
+    }
+
+    /// <summary>The shortest completion of a prefix whose unmatched openers are <paramref name="stack"/> (bottom first): their closers, innermost first.</summary>
+    private static string Completion(IEnumerable<char> stack) => new(stack.Reverse().Select(c => c == '(' ? ')' : ']').ToArray());
 
     private List<char> Stack(string clean, string prompt)
     {
@@ -138,7 +148,7 @@ public sealed class CfgFamily : TaskFamilyBase<CfgFamily.Params>
                 ["depth"] = stack.Count, ["stack"] = mask,
             });
         }
-        string answer = new(stack.AsEnumerable().Reverse().Select(c => c == '(' ? ')' : ']').ToArray());
+        string answer = Completion(stack);
         string prompt = p.Spaced ? Spaced(observed.ToString()) + " =" : observed + "=";
         return new Solution(prompt, steps, answer, inter);
     }
@@ -155,10 +165,7 @@ public sealed class CfgFamily : TaskFamilyBase<CfgFamily.Params>
     public IReadOnlyDictionary<string, double> CompletionPosterior(string prompt)
     {
         ArgumentNullException.ThrowIfNull(prompt);
-        string observed = prompt.Replace(" ", "");
-        if (!observed.EndsWith('=') || observed.Length < 2 || observed[..^1].Any(c => !Tokens.Contains(c)))
-            throw BadPrompt(prompt, "expected bracket tokens ( ) [ ] followed by '='");
-        observed = observed[..^1];
+        string observed = Observed(prompt);
         int n = observed.Length;
         if (n > MaxPosteriorLength)
             throw new ArgumentException($"{Name}: the exact posterior keeps every reachable stack (about 2^(n−1)); prefixes longer than {MaxPosteriorLength} tokens (got {n}) are out of its reach");
@@ -185,7 +192,7 @@ public sealed class CfgFamily : TaskFamilyBase<CfgFamily.Params>
         double total = forward.Values.Sum();
         if (!(total > 0)) throw BadPrompt(prompt, $"no clean prefix of length {n} can give this prompt at noise rate {NoiseRate}");
         // The completion closes the final stack innermost first.
-        return forward.ToDictionary(kv => new string(kv.Key.Reverse().Select(c => c == '(' ? ')' : ']').ToArray()), kv => kv.Value / total, StringComparer.Ordinal);
+        return forward.ToDictionary(kv => Completion(kv.Key), kv => kv.Value / total, StringComparer.Ordinal);
     }
 
     /// <summary>The longest prefix whose exact posterior <see cref="CompletionPosterior"/> computes (about 2^19 stacks at most).</summary>

@@ -45,6 +45,16 @@ public sealed class GenerationSlips
     /// <summary>The same rate and alphabet with other random draws.</summary>
     public GenerationSlips WithSeed(long seed) => new(Rate, _alphabet, ThinkEnd, seed);
 
+    /// <summary>The same alphabet and draws at another rate.</summary>
+    public GenerationSlips WithRate(double rate) => new(rate, _alphabet, ThinkEnd, _seed);
+
+    /// <summary>A training batch's continuations with their traces slipped, row i as problem i, with draws of their own (<paramref name="seed"/>).</summary>
+    public IReadOnlyList<int[]> SlipTraces(IReadOnlyList<ReasonerExample> batch, long seed)
+    {
+        var slips = WithSeed(seed);
+        return batch.Select((x, row) => slips.SlipTrace(row, x.Continuation)).ToList();
+    }
+
     /// <summary>A copy of a continuation whose trace (everything before the first thinking marker) is slipped as problem <paramref name="problem"/> would be, step by step.</summary>
     public int[] SlipTrace(int problem, IReadOnlyList<int> continuation)
     {

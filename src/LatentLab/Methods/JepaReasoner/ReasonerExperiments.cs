@@ -393,7 +393,7 @@ public static class ReasonerExperiments
         var study = new Study("cfg noise", clean!)
         {
             Pairs = StandardPairs,
-            Sweeps = swept.Select((n, i) => new ScaleSweep(n, "token noise", rows.Select(x => new SweepPoint(x.Rate, x.Acc[i])).ToList())).ToList(),
+            Sweeps = Sweeps("token noise", swept, rows),
         };
         SweepPlot(Path.Combine(o.OutDir, "cfg_noise.png"), "CFG completion under input token noise", "token noise (%)", swept, rows);
         var (driftMd, driftJson) = Drift(m, data, cleanTest!, Path.Combine(o.OutDir, "chain_drift.png"));
@@ -473,10 +473,10 @@ public static class ReasonerExperiments
         string[] swept = [MonoArm, DualArm, CoupledArm];
         var rows = new List<(double Rate, Proportion[] Acc)>();
         IReadOnlyList<Arm>? clean = null;
-        GenerationSlips? slips = null;
+        var slips = GenerationSlips.For(data, 0, o.Seed + 78);   // the trace alphabet, read once; each rate reuses it
         foreach (var rate in rates)
         {
-            slips = GenerationSlips.For(data, rate, o.Seed + 78);
+            slips = slips.WithRate(rate);
             var arms = Arms(m, data, test, bounds: rate == 0, slips: rate == 0 ? null : slips);
             if (rate == 0) clean = arms;
             var acc = swept.Select(n => arms.First(a => a.Name == n).Accuracy!.Value).ToArray();
@@ -486,12 +486,12 @@ public static class ReasonerExperiments
         var study = new Study("cfg slips", clean!)
         {
             Pairs = StandardPairs,
-            Sweeps = swept.Select((n, i) => new ScaleSweep(n, "slip rate", rows.Select(x => new SweepPoint(x.Rate, x.Acc[i])).ToList())).ToList(),
+            Sweeps = Sweeps("slip rate", swept, rows),
         };
         string dir = Path.Combine(o.OutDir, "generation-slips");
         Directory.CreateDirectory(dir);
         SweepPlot(Path.Combine(dir, "cfg_slips.png"), "CFG completion with token slips while thinking", "slip rate per trace token (%)", swept, rows);
-        double traceLength = test.Average(x => x.Continuation.TakeWhile(t => t != slips!.ThinkEnd).Count());
+        double traceLength = test.Average(x => x.Continuation.TakeWhile(t => t != slips.ThinkEnd).Count());
         var results = new JsonObject
         {
             ["experiment"] = "cfg-slips", ["task"] = data.Name, ["options"] = o.ToJson(), ["seconds"] = sw.Elapsed.TotalSeconds,
@@ -502,7 +502,7 @@ public static class ReasonerExperiments
 
             {Describe(o, m)}
             The same {evalProblems} clean held-out prefixes at every rate. While a model is thinking, each trace token it emits
-            is replaced with probability r by another of the {slips!.Alphabet.Count} trace tokens (uniformly), and the slipped
+            is replaced with probability r by another of the {slips.Alphabet.Count} trace tokens (uniformly), and the slipped
             token is what it reads next; the thinking marker, the answer and &lt;eos&gt; are never slipped. Traces are
             {traceLength:F1} tokens on average, so about {traceLength:F0}·r slips per problem. The coupled LM reads its slips back
             into its state. The JEPA-Reasoner's chain never sees them (∂chain/∂token = 0, tested); only its Talker does. So
@@ -529,6 +529,10 @@ public static class ReasonerExperiments
     const string BayesArm = "bayes-optimal";
 
     static double Norm(double v, double zero) => zero > 0 ? v / zero : double.NaN;
+
+    /// <summary>Each swept arm's accuracy over the rates, as the study's sweeps.</summary>
+    static IReadOnlyList<ScaleSweep> Sweeps(string knob, string[] swept, IReadOnlyList<(double Rate, Proportion[] Acc)> rows) =>
+        swept.Select((n, i) => new ScaleSweep(n, knob, rows.Select(x => new SweepPoint(x.Rate, x.Acc[i])).ToList())).ToList();
 
     /// <summary>Each swept arm's accuracy over the rates, normalised by its own accuracy at rate 0.</summary>
     static void SweepPlot(string path, string title, string xLabel, string[] swept, IReadOnlyList<(double Rate, Proportion[] Acc)> rows)

@@ -101,9 +101,9 @@ public static class ReasonerPhases
     static ComputeChoice UseCompute(ReasonerOptions o, string phase, DecoderLM model, TextWriter? log) =>
         ComputePolicy.Apply(o.Compute, model, Path.Combine(o.PhaseDir(phase), "train", "config.json"), log);
 
-    /// <summary>Next-token cross-entropy on the continuation (the prompt is given, not predicted), for pre-training and the baseline.</summary>
     /// <summary>
-    /// Next-token cross-entropy on the continuations. <paramref name="inputs"/> (one per example, the continuation's
+    /// Next-token cross-entropy on the continuation (the prompt is given, not predicted), for pre-training and the
+    /// baseline. <paramref name="inputs"/> (one per example, the continuation's
     /// length) replaces the continuation the model reads, e.g. a slipped trace; the targets stay the true continuations.
     /// </summary>
     public static TrainLoss LmLoss(DecoderLM model, IReadOnlyList<ReasonerExample> xs, int pad, IReadOnlyList<int[]>? inputs = null)
@@ -111,8 +111,7 @@ public static class ReasonerPhases
         var (ids, targets, mask, scored) = LmBatch.Build(xs.Select(x => (x.Prompt.Concat(x.Continuation).ToArray(), x.Prompt.Length)).ToList(), pad);
         if (inputs is not null)
         {
-            if (inputs.Count != xs.Count || inputs.Where((x, i) => x.Length != xs[i].Continuation.Length).Any())
-                throw new ArgumentException("LM inputs must match the continuations one for one, in length");
+            CheckInputs(xs, inputs);
             var (slipped, t2, m2, _) = LmBatch.Build(xs.Select((x, i) => (x.Prompt.Concat(inputs[i]).ToArray(), x.Prompt.Length)).ToList(), pad);
             t2.Dispose();
             m2.Dispose();
@@ -130,6 +129,13 @@ public static class ReasonerPhases
     }
 
     static int Pad(IReasonerData d) => d.Tokenizer.PadId ?? 0;
+
+    /// <summary>What a decoder reads in place of the continuations must match them one for one, in length.</summary>
+    static void CheckInputs(IReadOnlyList<ReasonerExample> xs, IReadOnlyList<int[]> inputs)
+    {
+        if (inputs.Count != xs.Count || inputs.Where((x, i) => x.Length != xs[i].Continuation.Length).Any())
+            throw new ArgumentException("decoder inputs must match the continuations one for one, in length");
+    }
 
     /// <summary>Phase 1: the Reasoner as an ordinary LM (L2 off).</summary>
     public static PhaseResult RunPretrain(ReasonerOptions o, TextWriter? log = null, CancellationToken cancel = default)
@@ -295,9 +301,7 @@ public static class ReasonerPhases
             using var lat = chains.index_select(0, idxT);
             var batch = idx.Select(i => pool[i]).ToList();
             // Fresh slips every step: the same problem is slipped at other places each time it is drawn.
-            var inputs = slips?.WithSeed(Seeds.For(o.Seed + 4, step, micro)) is { } s
-                ? batch.Select((x, row) => s.SlipTrace(row, x.Continuation)).ToList() : null;
-            return TalkerLoss(talker, lat, batch, Pad(data), inputs);
+            return TalkerLoss(talker, lat, batch, Pad(data), slips?.SlipTraces(batch, Seeds.For(o.Seed + 4, step, micro)));
         });
         var name = TalkerPhase(o.Talker);
         return Phase(o, name, o.TalkerSteps, o.TalkerLr, compute).Run(trainable, talker.Save, o.ModelDir(name), log, cancel);
@@ -331,8 +335,7 @@ public static class ReasonerPhases
     public static TrainLoss TalkerLoss(Talker talker, Tensor latents, IReadOnlyList<ReasonerExample> xs, int pad, IReadOnlyList<int[]>? inputs = null)
     {
         int start = talker.Config.Decoder.BosTokenId ?? throw new InvalidOperationException("talker config has no bos token");
-        if (inputs is not null && (inputs.Count != xs.Count || inputs.Where((x, i) => x.Length != xs[i].Continuation.Length).Any()))
-            throw new ArgumentException("talker inputs must match the continuations one for one, in length");
+        if (inputs is not null) CheckInputs(xs, inputs);
         // Input j is the start token then the continuation shifted by one; target j is continuation token j.
         int t = xs.Max(x => x.Continuation.Length);
         var (ids, inputMask) = TokenBatch.RightPad(xs.Select((x, i) => (inputs?[i] ?? x.Continuation).Prepend(start).Take(t).ToArray()).ToList(), pad);
@@ -358,9 +361,7 @@ public static class ReasonerPhases
         var trainable = new Trainable(model, (step, micro) =>
         {
             var batch = data.Train(Seeds.For(o.Seed + 1, step, micro), o.BatchSize);
-            var inputs = slips?.WithSeed(Seeds.For(o.Seed + 5, step, micro)) is { } s
-                ? batch.Select((x, row) => s.SlipTrace(row, x.Continuation)).ToList() : null;
-            return LmLoss(model, batch, Pad(data), inputs);
+            return LmLoss(model, batch, Pad(data), slips?.SlipTraces(batch, Seeds.For(o.Seed + 5, step, micro)));
         });
         var phase = Phase(o, Baseline, o.SstSteps, o.SstLr, compute) with { Evaluate = _ => LmEval(model, data, o.Seed) };
         return phase.Run(trainable, dir => { Checkpoints.Save(model, dir); data.Tokenizer.Save(dir); }, o.ModelDir(Baseline), log, cancel);
